@@ -1,0 +1,3 @@
+from genre_exp.cli import main
+
+main()

@@ -1,0 +1,212 @@
+"""The entrypoint: ``genre-exp`` / ``python -m genre_exp``, a Hydra app.
+
+The task reads top-down as the pipeline: connect to MLflow -> load data -> vectorise -> build
+-> fit -> evaluate -> log. It returns the validation macro-F1 so Hydra sweepers can optimise it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from genre_exp.config import config_dir
+from genre_exp.errors import GenreExpError
+
+log = logging.getLogger("genre_exp")
+
+# TensorFlow's C++ start-up chatter (oneDNN, CPU features, missing CUDA) is not the user's concern.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# MLflow's artifact progress bars are noise in a training log.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the run ends KILLED."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def train_and_log(cfg: DictConfig) -> float:
+    """One experiment, end to end; returns validation macro-F1 of the final model."""
+    from genre_exp import data as data_mod
+    from genre_exp import evaluate, models, plots, tracking, train, vectorize
+
+    experiment_id = tracking.connect(
+        cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location
+    )
+
+    d = cfg.data
+    dataset = data_mod.load_dataset(
+        train_path=d.train_path,
+        test_path=d.test_path,
+        genres=list(d.genres),
+        columns=data_mod.Columns(**d.columns),
+        languages=d.languages,
+        balance_train=d.balance,
+        unknown_genres=str(d.unknown_genres),
+        val_fraction=d.val_fraction,
+        max_train_rows=d.max_train_rows,
+        seed=d.seed,
+    )
+    genres = dataset.genres
+    log.info(
+        "data: %d train, %d validation, %d test rows; dropped %s",
+        len(dataset.train),
+        len(dataset.val),
+        len(dataset.test),
+        {k: v for k, v in dataset.dropped.items() if v} or "none",
+    )
+
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    job = f"/{hydra_cfg.job.num}" if hydra_cfg.mode == RunMode.MULTIRUN else ""
+    run_name = cfg.mlflow.run_name or (
+        f"{cfg.model.name}/{d.name}/{datetime.now():%Y-%m-%d_%H-%M-%S}{job}"
+    )
+    tags = {
+        "git_commit": tracking.git_commit(cfg.paths.root_dir),
+        "model": cfg.model.name,
+        "data": d.name,
+        **{str(k): str(v) for k, v in cfg.tags.items()},
+    }
+    with tracking.run(
+        experiment_id, run_name, tags, log_file=output_dir / f"{hydra_cfg.job.name}.log"
+    ) as active:
+        log.info("MLflow run %s (%s) in %s", active.info.run_id, run_name, cfg.mlflow.tracking_uri)
+        tracking.log_config(
+            OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            list(hydra_cfg.overrides.task),
+            str(output_dir),
+        )
+        tracking.log_data(
+            dataset, {s: data_mod.file_digest(p) for s, p in dataset.sources.items()}, d.name
+        )
+        tracking.log_figure(
+            plots.distribution_figure(dataset.distribution), "plots/genre_distribution.png"
+        )
+
+        vectorizer = vectorize.build_vectorizer(
+            dataset.train["lyrics"].tolist(), d.vocab_size, d.sequence_length, str(d.standardize)
+        )
+        x_train, x_val, x_test = (
+            vectorize.vectorize(vectorizer, split["lyrics"].tolist())
+            for split in (dataset.train, dataset.val, dataset.test)
+        )
+        codes = {g: i for i, g in enumerate(genres)}
+        y_train, y_val, y_test = (
+            split["genre"].map(codes).to_numpy()
+            for split in (dataset.train, dataset.val, dataset.test)
+        )
+
+        m = cfg.model
+        classifier = models.build_classifier(
+            vocab_size=vectorizer.vocabulary_size(),
+            sequence_length=d.sequence_length,
+            n_classes=len(genres),
+            embedding_dim=m.embedding_dim,
+            lstm_units=m.lstm_units,
+            bidirectional=m.bidirectional,
+            dropout=m.dropout,
+            batch_norm=m.batch_norm,
+            dense_units=m.dense_units,
+            name=m.name,
+        )
+        history = train.fit(
+            classifier,
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            len(genres),
+            cfg.training,
+            extra_callbacks=[tracking.epoch_logger()],
+        )
+
+        predict_batch = max(cfg.training.batch_size, 256)
+        validation = evaluate.evaluate(
+            y_val,
+            classifier.predict(x_val, batch_size=predict_batch, verbose=0),
+            genres,
+            prefix="val",
+        )
+        test = evaluate.evaluate(
+            y_test,
+            classifier.predict(x_test, batch_size=predict_batch, verbose=0),
+            genres,
+            prefix="test",
+        )
+        tracking.log_metrics(
+            {
+                "final_val_accuracy": validation.metrics["val_accuracy"],
+                "final_val_macro_f1": validation.metrics["val_macro_f1"],
+                "epochs_trained": len(history.history.get("loss", [])),
+            }
+        )
+        tracking.log_evaluation(test, "test", genres)
+        tracking.log_figure(plots.confusion_figure(test.confusion), "plots/confusion_matrix.png")
+        tracking.log_figure(
+            plots.learning_curves_figure(history.history), "plots/learning_curves.png"
+        )
+        log.info(
+            "test accuracy %.4f, macro-F1 %.4f (validation macro-F1 %.4f)\n%s",
+            test.metrics["test_accuracy"],
+            test.metrics["test_macro_f1"],
+            validation.metrics["val_macro_f1"],
+            test.report,
+        )
+        if cfg.mlflow.log_model:
+            uri = tracking.log_model(
+                models.export_model(vectorizer, classifier),
+                genres,
+                dataset.test["lyrics"].head(2).tolist(),
+            )
+            log.info("model logged: %s", uri)
+    return validation.metrics["val_macro_f1"]
+
+
+@hydra.main(
+    config_path=str(config_dir()),
+    config_name="config",
+    execution_whitelist=["genre_exp.tracking.SweepCallback"],
+)
+def task(cfg: DictConfig) -> float:
+    """Hydra's task: runs the pipeline, turning a user error into one line and SIGTERM into
+    the same clean stop as Ctrl-C."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return train_and_log(cfg)
+    except GenreExpError as exc:
+        log.error("%s", exc)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # The job's failure is on record (log, MLflow); the sweep goes on with the others.
+            return math.nan
+        raise SystemExit(1) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main() -> None:
+    try:
+        task()
+    except KeyboardInterrupt as exc:
+        print(
+            f"genre-exp: interrupted ({exc or 'Ctrl-C'}); the MLflow run is marked KILLED",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Test-split metrics: accuracy, macro/weighted F1, per-genre precision/recall/F1, confusion."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+def metric_safe(genre: str) -> str:
+    """A genre as part of a metric name, the same in every run: 'R&B' -> 'R_B'."""
+    return re.sub(r"[^0-9A-Za-z_]", "_", genre)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    confusion: pd.DataFrame
+    report: str
+
+
+def evaluate(
+    y_true: np.ndarray, probabilities: np.ndarray, genres: Sequence[str], prefix: str = "test"
+) -> Evaluation:
+    from sklearn.metrics import (
+        accuracy_score,
+        classification_report,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
+
+    labels = list(range(len(genres)))
+    y_pred = probabilities.argmax(axis=1)
+    metrics = {
+        f"{prefix}_accuracy": float(accuracy_score(y_true, y_pred)),
+        f"{prefix}_macro_f1": float(
+            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        ),
+        f"{prefix}_weighted_f1": float(
+            f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
+        ),
+    }
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    for i, genre in enumerate(genres):
+        name = metric_safe(genre)
+        metrics[f"{prefix}_precision_{name}"] = float(precision[i])
+        metrics[f"{prefix}_recall_{name}"] = float(recall[i])
+        metrics[f"{prefix}_f1_{name}"] = float(f1[i])
+    confusion = pd.DataFrame(
+        confusion_matrix(y_true, y_pred, labels=labels),
+        index=pd.Index(list(genres), name="true"),
+        columns=pd.Index(list(genres), name="predicted"),
+    )
+    report = classification_report(
+        y_true, y_pred, labels=labels, target_names=list(genres), digits=2, zero_division=0
+    )
+    return Evaluation(metrics=metrics, confusion=confusion, report=report)

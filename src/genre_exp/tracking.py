@@ -1,0 +1,351 @@
+"""Everything MLflow: store set-up, one run per job, sweep parents, and what a run logs.
+
+MLflow is imported inside the functions that use it so ``--help`` and ``--cfg job`` stay instant.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+
+from genre_exp.errors import TrackingError
+
+log = logging.getLogger(__name__)
+
+PARENT_ENV = "GENRE_EXP_PARENT_RUN_ID"
+SWEEP_TAG = "sweep_id"
+SELECTION_METRIC = "final_val_macro_f1"
+
+
+def _sqlite_file(tracking_uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
+
+
+def connect(tracking_uri: str, experiment_name: str, artifact_location: str | None = None) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns its id.
+
+    Runs before any data is read or model trained, so an unusable store costs nothing. For a
+    new SQLite store the artifacts go beside the database, not into the working folder.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    db = _sqlite_file(tracking_uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        artifact_location = artifact_location or (db.parent / "artifacts").as_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        experiment = mlflow.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            try:
+                return mlflow.create_experiment(
+                    experiment_name, artifact_location=artifact_location
+                )
+            except MlflowException:
+                # Another job of a parallel sweep created it first.
+                experiment = mlflow.get_experiment_by_name(experiment_name)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            raise TrackingError(
+                f"mlflow.experiment_name={experiment_name!r} is deleted in {tracking_uri}; "
+                "restore it or choose another name"
+            )
+        return experiment.experiment_id
+    except TrackingError:
+        raise
+    except Exception as exc:  # any store failure: bad URI, server down, unreadable database
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(
+            f"mlflow.tracking_uri={tracking_uri}: store unusable ({first})"
+        ) from None
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit(folder: str | Path) -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--", "src", "conf"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+@contextlib.contextmanager
+def run(
+    experiment_id: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    log_file: Path | None = None,
+) -> Iterator[Any]:
+    """One MLflow run for one job, closed FINISHED, FAILED (with the error as a tag) or KILLED
+    on any exit, so no run is ever left RUNNING. Inside a sweep it is the sweep parent's child."""
+    import mlflow
+
+    tags = dict(tags)
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        tags |= {"mlflow.parentRunId": parent, SWEEP_TAG: parent}
+    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    status = "FINISHED"
+    try:
+        yield active
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    except BaseException as exc:
+        status = "FAILED"
+        mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+        raise
+    finally:
+        if log_file is not None and log_file.is_file():
+            with contextlib.suppress(Exception):
+                mlflow.log_artifact(str(log_file), "hydra")
+        mlflow.end_run(status)
+
+
+def epoch_logger():
+    """Keras callback logging every epoch's logs (loss, accuracy, val_*, val_macro_f1)."""
+    from mlflow.keras import MlflowCallback
+
+    class EpochLogger(MlflowCallback):
+        # MLflow's callback also logs each validation pass as 'validation_val_*' without a
+        # step; the per-epoch 'val_*' series already holds those numbers.
+        def on_test_end(self, logs=None):
+            return None
+
+    return EpochLogger()
+
+
+def log_config(config: Mapping[str, Any], overrides: list[str], output_dir: str | None) -> None:
+    import mlflow
+
+    params = {k: ("null" if v is None else str(v))[:6000] for k, v in flatten(config).items()}
+    mlflow.log_params(params)
+    mlflow.set_tags(
+        {
+            "hydra_overrides": " ".join(overrides) or "(none)",
+            "hydra_output_dir": output_dir or "",
+        }
+    )
+    mlflow.log_dict(dict(config), "config/config.yaml")
+    if output_dir and (Path(output_dir) / ".hydra").is_dir():
+        mlflow.log_artifacts(str(Path(output_dir) / ".hydra"), "hydra")
+
+
+def log_data(dataset, digests: Mapping[str, str], dataset_name: str) -> None:
+    """Data inputs (with MLflow's digests), file digests, the distribution and drop counts."""
+    import mlflow
+
+    sources = dataset.sources
+    for frame, context, source in (
+        (dataset.train, "training", sources["train"]),
+        (dataset.val, "validation", sources["train"]),
+        (dataset.test, "testing", sources["test"]),
+    ):
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source twice and warns that a path is ambiguous
+            # between the two; both are the same class.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be")
+            dataset_input = mlflow.data.from_pandas(
+                frame[["lyrics", "genre"]],
+                source=str(source),
+                name=f"{dataset_name}-{context}",
+                targets="genre",
+            )
+        mlflow.log_input(dataset_input, context=context)
+    mlflow.set_tags({f"data.{split}_sha256": digest for split, digest in digests.items()})
+    mlflow.set_tags({f"data.{split}_path": str(path) for split, path in sources.items()})
+    counts = {
+        "data_train_rows": len(dataset.train),
+        "data_val_rows": len(dataset.val),
+        "data_test_rows": len(dataset.test),
+    }
+    counts |= {f"data_dropped_{k}": v for k, v in dataset.dropped.items()}
+    mlflow.log_metrics({k: float(v) for k, v in counts.items()})
+    mlflow.log_dict({"rows": counts, "genres": dataset.distribution.to_dict()}, "data/summary.json")
+    mlflow.log_table(dataset.distribution.reset_index(), "data/genre_distribution.json")
+
+
+def log_figure(figure, path: str) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_figure(figure, path)
+    plt.close(figure)
+
+
+def log_evaluation(evaluation, split: str, genres: list[str]) -> None:
+    import mlflow
+
+    from genre_exp.evaluate import metric_safe
+
+    mlflow.log_metrics(evaluation.metrics)
+    mlflow.log_text(evaluation.confusion.to_csv(), f"evaluation/{split}_confusion_matrix.csv")
+    mlflow.log_text(evaluation.report, f"evaluation/{split}_classification_report.txt")
+    per_genre = pd.DataFrame(
+        [
+            {
+                "genre": g,
+                **{
+                    m: evaluation.metrics[f"{split}_{m}_{metric_safe(g)}"]
+                    for m in ("precision", "recall", "f1")
+                },
+            }
+            for g in genres
+        ]
+    )
+    mlflow.log_table(per_genre, f"evaluation/{split}_per_genre.json")
+
+
+def log_metrics(metrics: Mapping[str, float]) -> None:
+    import mlflow
+
+    mlflow.log_metrics(dict(metrics))
+
+
+def log_model(export_model, genres: list[str], example_texts: list[str]) -> str:
+    """Log the raw-text model as pyfunc (Keras inside); returns its model URI."""
+    import keras
+    import mlflow
+    import tensorflow as tf
+    from mlflow.models import infer_signature
+
+    import genre_exp
+    from genre_exp.serving import TEXT_COLUMN
+
+    example = pd.DataFrame({TEXT_COLUMN: [t[:500] for t in example_texts]})
+    output = pd.DataFrame(
+        export_model.predict(tf.constant(example[TEXT_COLUMN].tolist()), verbose=0), columns=genres
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        export_model.save(path)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(genre_exp.__file__).parent / "model_code.py"),
+            artifacts={"keras_model": str(path)},
+            code_paths=[str(Path(genre_exp.__file__).parent)],
+            model_config={"genres": list(genres)},
+            signature=infer_signature(example, output),
+            input_example=example,
+            # Listed, not inferred: inference loads the model in a subprocess (slow) and would
+            # miss that tensorflow-cpu is the TensorFlow build in use.
+            pip_requirements=[
+                f"tensorflow-cpu=={tf.__version__}",
+                f"keras=={keras.__version__}",
+                f"mlflow=={mlflow.__version__}",
+                f"pandas=={pd.__version__}",
+            ],
+        )
+    return info.model_uri
+
+
+class SweepCallback(Callback):
+    """Hydra callback giving every ``-m`` sweep one MLflow parent run.
+
+    Started in the launching process before any job, it also creates the store's tables and
+    the experiment once: parallel jobs racing to create a new SQLite store lose runs. Jobs find
+    the parent through an environment variable (inherited by launcher workers) and tag
+    themselves with it; at the end the parent records how many jobs ran and failed, and the
+    best child by validation macro-F1 (the number sweeps optimise; the test split is not used
+    for selection).
+    """
+
+    def __init__(self) -> None:
+        self.parent_id: str | None = None
+        self.tracking_uri: str | None = None
+
+    def on_multirun_start(self, config, **kwargs: Any) -> None:
+        import mlflow
+        from hydra.core.hydra_config import HydraConfig
+
+        cfg = config
+        self.tracking_uri = cfg.mlflow.tracking_uri
+        experiment_id = connect(
+            cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location
+        )
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        client = mlflow.MlflowClient(self.tracking_uri)
+        sweep_dir = str(cfg.hydra.sweep.dir)
+        parent = client.create_run(
+            experiment_id,
+            run_name=f"sweep/{Path(sweep_dir).parent.name}/{Path(sweep_dir).name}",
+            tags={
+                "sweep": "parent",
+                "hydra_overrides": " ".join(overrides) or "(none)",
+                "hydra_sweep_dir": sweep_dir,
+            },
+        )
+        self.parent_id = parent.info.run_id
+        client.set_tag(self.parent_id, SWEEP_TAG, self.parent_id)
+        os.environ[PARENT_ENV] = self.parent_id
+        atexit.register(self._close, "KILLED")
+        log.info("MLflow sweep parent run %s", self.parent_id)
+
+    def on_multirun_end(self, config, **kwargs: Any) -> None:
+        self._close("FINISHED")
+
+    def _close(self, status: str) -> None:
+        import mlflow
+
+        if self.parent_id is None:
+            return
+        parent_id, self.parent_id = self.parent_id, None
+        os.environ.pop(PARENT_ENV, None)
+        client = mlflow.MlflowClient(self.tracking_uri)
+        experiment_id = client.get_run(parent_id).info.experiment_id
+        children = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+            max_results=10000,
+        )
+        statuses = [c.info.status for c in children]
+        client.log_metric(parent_id, "sweep_jobs", len(children))
+        client.log_metric(parent_id, "sweep_failed", statuses.count("FAILED"))
+        scored = [c for c in children if SELECTION_METRIC in c.data.metrics]
+        if scored:
+            best = max(scored, key=lambda c: c.data.metrics[SELECTION_METRIC])
+            client.set_tag(parent_id, "best_run_id", best.info.run_id)
+            client.set_tag(parent_id, "best_run_name", best.info.run_name)
+            client.log_metric(
+                parent_id, f"best_{SELECTION_METRIC}", best.data.metrics[SELECTION_METRIC]
+            )
+            if "test_macro_f1" in best.data.metrics:
+                client.log_metric(
+                    parent_id, "best_test_macro_f1", best.data.metrics["test_macro_f1"]
+                )
+        client.set_terminated(parent_id, status)

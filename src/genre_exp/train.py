@@ -1,0 +1,120 @@
+"""Compile and fit a classifier on token ids, with validation macro-F1 tracked every epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:
+    """sklearn's 'balanced' weights (n_samples / (n_classes * count)), or None."""
+    if mode == "none":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    return {int(c): float(w) for c, w in zip(present, weights, strict=True)} | {
+        c: 1.0 for c in range(n_classes) if c not in set(present.tolist())
+    }
+
+
+def make_optimizer(name: str, learning_rate: float):
+    from keras import optimizers
+
+    factories = {
+        "adam": optimizers.Adam,
+        "adamw": optimizers.AdamW,
+        "rmsprop": optimizers.RMSprop,
+        "sgd": optimizers.SGD,
+    }
+    return factories[name](learning_rate=learning_rate)
+
+
+def macro_f1_callback(x_val: np.ndarray, y_val: np.ndarray, n_classes: int, batch_size: int):
+    """Adds ``val_macro_f1`` to each epoch's logs, so early stopping, the learning curves and
+    MLflow can all use it. Must come before the callbacks that read it."""
+    import keras
+    from sklearn.metrics import f1_score
+
+    class ValMacroF1(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if logs is None:
+                return
+            predicted = self.model.predict(x_val, batch_size=batch_size, verbose=0).argmax(axis=1)
+            logs["val_macro_f1"] = float(
+                f1_score(
+                    y_val,
+                    predicted,
+                    labels=list(range(n_classes)),
+                    average="macro",
+                    zero_division=0,
+                )
+            )
+
+    return ValMacroF1()
+
+
+def fit(
+    model,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    training: Any,
+    extra_callbacks: Sequence[Any] = (),
+):
+    """Fit ``model`` as ``training`` (the training config group) says; returns Keras' History."""
+    import keras
+
+    keras.utils.set_random_seed(training.seed)
+    model.compile(
+        optimizer=make_optimizer(str(training.optimizer), training.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    callbacks: list[Any] = [
+        macro_f1_callback(x_val, y_val, n_classes, max(training.batch_size, 256))
+    ]
+    stop = training.early_stopping
+    if stop.enabled:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=stop.monitor,
+                patience=stop.patience,
+                restore_best_weights=stop.restore_best_weights,
+                mode=_mode(stop.monitor),
+                verbose=1,
+            )
+        )
+    plateau = training.reduce_lr
+    if plateau.enabled:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=plateau.monitor,
+                patience=plateau.patience,
+                factor=plateau.factor,
+                min_lr=plateau.min_lr,
+                mode=_mode(plateau.monitor),
+                verbose=1,
+            )
+        )
+    callbacks.extend(extra_callbacks)
+    return model.fit(
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=training.epochs,
+        batch_size=training.batch_size,
+        class_weight=class_weights(y_train, n_classes, str(training.class_weight)),
+        callbacks=callbacks,
+        shuffle=True,
+        verbose=training.verbose,
+    )
+
+
+def _mode(monitor: str) -> str:
+    return "min" if monitor.endswith("loss") else "max"

@@ -1,0 +1,57 @@
+"""Turn lyrics into fixed-length token-id sequences with Keras' ``TextVectorization``.
+
+The vectoriser is adapted on the training split only, then travels inside the exported model,
+so a served model takes raw strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _string_tensor(texts: Sequence[str]):
+    import tensorflow as tf
+
+    # Keras 3 rejects numpy object/str arrays: strings go in as a tf.string tensor.
+    return tf.constant([str(t) for t in texts], dtype=tf.string)
+
+
+def build_vectorizer(
+    train_texts: Sequence[str],
+    vocab_size: int,
+    sequence_length: int,
+    standardize: str = "lower_and_strip_punctuation",
+    batch_size: int = 1024,
+):
+    import tensorflow as tf
+    from keras import layers
+
+    vectorizer = layers.TextVectorization(
+        max_tokens=vocab_size,
+        output_mode="int",
+        output_sequence_length=sequence_length,
+        standardize=standardize,
+        name="vectorizer",
+    )
+    vectorizer.adapt(
+        tf.data.Dataset.from_tensor_slices(_string_tensor(train_texts)).batch(batch_size)
+    )
+    return vectorizer
+
+
+def vectorize(vectorizer, texts: Sequence[str], batch_size: int = 2048) -> np.ndarray:
+    """Token ids, shape (len(texts), sequence_length), int32; 0 is padding."""
+    chunks = [
+        np.asarray(vectorizer(_string_tensor(texts[i : i + batch_size])), dtype=np.int32)
+        for i in range(0, len(texts), batch_size)
+    ]
+    if not chunks:
+        return np.zeros((0, vectorizer.get_config()["output_sequence_length"]), dtype=np.int32)
+    return np.concatenate(chunks)
+
+
+def to_strings(texts: Sequence[str]):
+    """Raw lyrics as the exported model's input tensor."""
+    return _string_tensor(texts)
