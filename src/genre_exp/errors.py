@@ -11,3 +11,7 @@ class DataError(GenreExpError):
 
 class TrackingError(GenreExpError):
     """The MLflow tracking store cannot be reached or used."""
+
+
+class ConfigError(GenreExpError):
+    """A setting whose value cannot work (beyond what the schema's types can say)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from genre_exp.errors import ConfigError
+
 
 def build_classifier(
     vocab_size: int,
@@ -20,7 +22,7 @@ def build_classifier(
     from keras import layers
 
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"model.dropout={dropout}: expected 0 <= dropout < 1")
+        raise ConfigError(f"model.dropout={dropout}: expected 0 <= dropout < 1")
     inputs = keras.Input(shape=(sequence_length,), dtype="int32", name="token_ids")
     x = layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding")(inputs)
     if dropout:
