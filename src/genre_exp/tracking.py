@@ -43,6 +43,8 @@ def connect(tracking_uri: str, experiment_name: str, artifact_location: str | No
     from mlflow.exceptions import MlflowException
 
     db = _sqlite_file(tracking_uri)
+    if tracking_uri.startswith(("http://", "https://")):
+        _probe_server(tracking_uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
         artifact_location = artifact_location or (db.parent / "artifacts").as_uri()
@@ -71,6 +73,22 @@ def connect(tracking_uri: str, experiment_name: str, artifact_location: str | No
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrackingError(
             f"mlflow.tracking_uri={tracking_uri}: store unusable ({first})"
+        ) from None
+
+
+def _probe_server(tracking_uri: str, timeout: float = 10.0) -> None:
+    """Fail in seconds on a server that is down: MLflow's own client retries for minutes."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # something answers; MLflow's own calls will tell whether it is a tracking server
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(
+            f"mlflow.tracking_uri={tracking_uri}: tracking server unreachable ({reason})"
         ) from None
 
 
