@@ -27,8 +27,23 @@ KAGGLE_GENRES = [
     "Electronic",
     "Folk",
 ]
-SHARED_WORDS = ["the", "a", "and", "i", "you", "me", "we", "love", "night", "time", "baby",
-                "heart", "world", "way", "day"]
+SHARED_WORDS = [
+    "the",
+    "a",
+    "and",
+    "i",
+    "you",
+    "me",
+    "we",
+    "love",
+    "night",
+    "time",
+    "baby",
+    "heart",
+    "world",
+    "way",
+    "day",
+]
 
 
 def genre_words(genre: str) -> list[str]:

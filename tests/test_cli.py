@@ -219,8 +219,10 @@ def test_bad_input_ends_with_one_line_and_earlier_runs_untouched(trained, train_
 def test_error_after_the_run_started_marks_it_failed(tmp_path, kaggle_csv):
     # The store named by MLFLOW_TRACKING_URI wins over the project default.
     elsewhere = tmp_path / "elsewhere"
-    result = run_cli([*tiny_overrides(tmp_path, *kaggle_csv), "model.dropout=1.5"],
-                     env={"MLFLOW_TRACKING_URI": tracking_uri(elsewhere)})
+    result = run_cli(
+        [*tiny_overrides(tmp_path, *kaggle_csv), "model.dropout=1.5"],
+        env={"MLFLOW_TRACKING_URI": tracking_uri(elsewhere)},
+    )
     assert result.returncode == 1
     assert "model.dropout=1.5: expected 0 <= dropout < 1" in result.stderr
     assert "Traceback" not in result.stderr
@@ -236,8 +238,10 @@ def test_unreachable_tracking_server_fails_at_start(tmp_path, kaggle_csv):
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = run_cli([*tiny_overrides(tmp_path, *kaggle_csv),
-                      f"mlflow.tracking_uri=http://127.0.0.1:{port}"], timeout=60)
+    result = run_cli(
+        [*tiny_overrides(tmp_path, *kaggle_csv), f"mlflow.tracking_uri=http://127.0.0.1:{port}"],
+        timeout=60,
+    )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1

@@ -76,7 +76,8 @@ def test_defaults(hydra_compose, tmp_path):
     assert cfg["model"]["name"] == "lstm"
     assert cfg["mlflow"]["tracking_uri"] == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     assert cfg["hydra"]["run"]["dir"].startswith(f"{tmp_path}/outputs/")
-    assert cfg["data"]["train_path"] == f"{tmp_path}/data/processed/train.parquet"
+    assert cfg["data"]["train_path"] is None and cfg["data"]["test_path"] is None
+    assert cfg["paths"]["data_dir"] == f"{tmp_path}/data"
 
 
 def test_project_root_is_absolute_and_holds_conf(hydra_compose):
@@ -88,11 +89,6 @@ def test_project_root_is_absolute_and_holds_conf(hydra_compose):
 def test_tracking_uri_from_environment(hydra_compose, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert resolved(hydra_compose())["mlflow"]["tracking_uri"] == "http://127.0.0.1:5000"
-
-
-def test_data_folder_from_environment(hydra_compose, monkeypatch, tmp_path):
-    monkeypatch.setenv("GENRE_EXP_DATA", str(tmp_path))
-    assert resolved(hydra_compose())["data"]["test_path"] == f"{tmp_path}/test.parquet"
 
 
 def test_interface_names_override(hydra_compose):

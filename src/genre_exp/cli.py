@@ -48,9 +48,13 @@ def train_and_log(cfg: DictConfig) -> float:
     )
 
     d = cfg.data
+    train_path, test_path, origin = data_mod.resolve_paths(
+        d.train_path, d.test_path, data_mod.default_folders(cfg.paths.data_dir)
+    )
+    log.info("data from %s: %s, %s", origin, train_path, test_path)
     dataset = data_mod.load_dataset(
-        train_path=d.train_path,
-        test_path=d.test_path,
+        train_path=train_path,
+        test_path=test_path,
         genres=list(d.genres),
         columns=data_mod.Columns(**d.columns),
         languages=d.languages,
@@ -198,6 +202,11 @@ def task(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["data"]:
+        from genre_exp.data.commands import main as data_main
+
+        data_main(sys.argv[2:])
+        return
     try:
         task()
     except KeyboardInterrupt as exc:

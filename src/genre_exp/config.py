@@ -86,8 +86,9 @@ class ColumnsConfig:
 @dataclass
 class DataConfig:
     name: str = MISSING
-    train_path: str = MISSING
-    test_path: str = MISSING
+    # null: the first folder holding train and test files, of $GENRE_EXP_DATA, data/processed.
+    train_path: str | None = None
+    test_path: str | None = None
     columns: ColumnsConfig = field(default_factory=ColumnsConfig)
     genres: list[str] = MISSING
     # Which training-split languages to keep; null keeps all. The test split is never filtered:

@@ -80,8 +80,9 @@ def learning_curves_figure(history: Mapping[str, Sequence[float]]):
     return fig
 
 
-def distribution_figure(distribution: pd.DataFrame):
-    """Rows per genre for each column of ``distribution`` (train before/after balancing, test)."""
+def distribution_figure(distribution: pd.DataFrame, title: str = "Genre distribution"):
+    """Rows per category (genre, language) for each column of ``distribution``, e.g. train
+    before and after balancing, and test."""
     plt = _pyplot()
     fig, ax = plt.subplots(
         figsize=(max(8.0, 0.9 * len(distribution) + 3), 4.5), layout="constrained"
@@ -98,7 +99,35 @@ def distribution_figure(distribution: pd.DataFrame):
         ax.bar_label(bars, fontsize=7, rotation=90, padding=2)
     ax.set_xticks(positions, list(distribution.index), rotation=30, ha="right")
     ax.set_ylabel("rows")
-    ax.set_title("Genre distribution")
+    ax.set_title(title)
     ax.margins(y=0.15)
+    ax.legend()
+    return fig
+
+
+def lengths_figure(lengths: pd.DataFrame, order: Sequence[str]):
+    """Lyric length in words per genre (box plots), one box per split.
+
+    ``lengths`` has columns ``genre``, ``split`` and ``words``.
+    """
+    plt = _pyplot()
+    splits = list(dict.fromkeys(lengths["split"]))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(order) + 3), 4.5), layout="constrained")
+    width = 0.8 / max(1, len(splits))
+    for k, split in enumerate(splits):
+        part = lengths.loc[lengths["split"] == split]
+        data = [part.loc[part["genre"] == g, "words"].to_numpy() for g in order]
+        positions = np.arange(len(order)) + (k - (len(splits) - 1) / 2) * width
+        boxes = ax.boxplot(
+            data, positions=positions, widths=width * 0.9, showfliers=False, patch_artist=True
+        )
+        for patch in boxes["boxes"]:
+            patch.set_facecolor(f"C{k}")
+            patch.set_alpha(0.6)
+        ax.plot([], [], color=f"C{k}", linewidth=8, alpha=0.6, label=split)
+    ax.set_xticks(np.arange(len(order)), list(order), rotation=30, ha="right")
+    ax.set_ylabel("words per lyric (outliers hidden)")
+    ax.set_title("Lyric length per genre")
+    ax.grid(axis="y", alpha=0.3)
     ax.legend()
     return fig

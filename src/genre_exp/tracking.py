@@ -292,6 +292,28 @@ def log_model(export_model, genres: list[str], example_texts: list[str]) -> str:
     return info.model_uri
 
 
+def require_run(tracking_uri: str, run_id: str) -> None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    db = _sqlite_file(tracking_uri)
+    if db is not None and not db.is_file():
+        raise TrackingError(f"--run-id {run_id}: no MLflow store at {tracking_uri}")
+    try:
+        mlflow.MlflowClient(tracking_uri).get_run(run_id)
+    except MlflowException:
+        raise TrackingError(f"--run-id {run_id}: no such run in {tracking_uri}") from None
+
+
+def log_files_to_run(tracking_uri: str, run_id: str, files: list[Path], folder: str) -> None:
+    """Add files to an existing run (e.g. a data report to the run that trained on the data)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    for path in files:
+        client.log_artifact(run_id, str(path), folder)
+
+
 class SweepCallback(Callback):
     """Hydra callback giving every ``-m`` sweep one MLflow parent run.
 

@@ -9,6 +9,7 @@ normalised Parquet layout (artist, song, genre, language, lyrics). Column names 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ import pandas as pd
 
 from genre_exp.errors import DataError
 
+# Raw downloads are UTF-8, sometimes with a byte-order mark, sometimes Windows-1252.
+RAW_ENCODINGS = ("utf-8-sig", "cp1252")
 READERS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -56,8 +59,13 @@ def normalise_column(name: str) -> str:
     return "_".join(str(name).strip().lower().split())
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read one CSV or Parquet file, every error reduced to one line naming the file."""
+def read_table(path: str | Path, encodings: Sequence[str] = ("utf-8",)) -> pd.DataFrame:
+    """Read one CSV or Parquet file, every error reduced to one line naming the file.
+
+    A CSV is decoded with the first of ``encodings`` that fits; the one used is in
+    ``frame.attrs["encoding"]``. Training reads strict UTF-8; ``data prepare`` also accepts
+    the legacy encodings raw downloads come in.
+    """
     path = Path(path)
     kind = READERS.get(path.suffix.lower())
     if kind is None:
@@ -68,11 +76,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: file not found")
     try:
         if kind == "csv":
-            frame = pd.read_csv(
-                path, encoding="utf-8", dtype=str, keep_default_na=False, na_values=[""]
-            )
+            frame = _read_csv(path, encodings)
         else:
             frame = pd.read_parquet(path)
+            frame.attrs["encoding"] = "parquet"
     except UnicodeDecodeError as exc:
         bad = exc.object[exc.start : exc.start + 1]
         raise DataError(f"{path}: not valid UTF-8 text (byte {exc.start}: {bad!r})") from None
@@ -82,6 +89,21 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable {kind} file ({_first_line(exc)})") from None
     frame.columns = [normalise_column(c) for c in frame.columns]
     return frame
+
+
+def _read_csv(path: Path, encodings: Sequence[str]) -> pd.DataFrame:
+    for i, encoding in enumerate(encodings):
+        try:
+            frame = pd.read_csv(
+                path, encoding=encoding, dtype=str, keep_default_na=False, na_values=[""]
+            )
+        except UnicodeDecodeError:
+            if i == len(encodings) - 1:
+                raise
+            continue
+        frame.attrs["encoding"] = encoding
+        return frame
+    raise ValueError("no encoding to try")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -218,6 +240,56 @@ def require_genres(frame: pd.DataFrame, genres: Sequence[str], path: Path, split
             f"{f' (nor {len(absent) - 1} more)' if len(absent) > 1 else ''}; "
             "list only the genres the data holds in data.genres"
         )
+
+
+DATA_FILES = ("train", "test")
+DATA_SUFFIXES = (".parquet", ".csv")
+
+
+def find_split_file(folder: Path, split: str) -> Path | None:
+    """``<folder>/<split>.parquet``, else ``<folder>/<split>.csv``."""
+    for suffix in DATA_SUFFIXES:
+        candidate = folder / f"{split}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def default_folders(data_dir: str | Path) -> list[tuple[str, Path | None]]:
+    """Where data is looked for when no path is given, in order."""
+    env = os.environ.get("GENRE_EXP_DATA")
+    return [
+        ("$GENRE_EXP_DATA", Path(env).expanduser() if env else None),
+        ("data/processed", Path(data_dir) / "processed"),
+    ]
+
+
+def resolve_paths(
+    train_path: str | None, test_path: str | None, folders: Sequence[tuple[str, Path | None]]
+) -> tuple[Path, Path, str]:
+    """Where the data is: the explicit paths if given, else the first of ``folders`` (label,
+    folder) holding both a train and a test file. Returns (train, test, where it came from)."""
+    if train_path and test_path:
+        return Path(train_path), Path(test_path), "data.train_path/data.test_path"
+    looked = []
+    for label, folder in folders:
+        if folder is None:
+            looked.append(f"{label} (unset)")
+            continue
+        found = {s: find_split_file(folder, s) for s in DATA_FILES}
+        if all(found.values()):
+            return (
+                Path(train_path) if train_path else found["train"],
+                Path(test_path) if test_path else found["test"],
+                f"{label} ({folder})",
+            )
+        looked.append(f"{label} ({folder})")
+    raise DataError(
+        "no data: no train/test .parquet or .csv in "
+        + ", ".join(looked)
+        + "; run `genre-exp data download && genre-exp data prepare --raw data/raw`, "
+        "or pass data.train_path=... data.test_path=..."
+    )
 
 
 def file_digest(path: Path) -> str:

@@ -1,0 +1,3 @@
+from genre_exp.data.commands import main
+
+main()

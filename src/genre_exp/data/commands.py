@@ -1,0 +1,136 @@
+"""``genre-exp data {download,prepare,report}`` (also ``python -m genre_exp.data ...``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from genre_exp.config import project_root
+from genre_exp.errors import GenreExpError
+
+
+def parser() -> argparse.ArgumentParser:
+    root = Path(project_root())
+    data_dir = root / "data"
+    main = argparse.ArgumentParser(
+        prog="genre-exp data",
+        description="Get, prepare and inspect lyrics data. Training reads data/processed/ "
+        "unless data.train_path/data.test_path or $GENRE_EXP_DATA say otherwise.",
+    )
+    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    download = commands.add_parser(
+        "download", help="fetch Kaggle's data set with kagglehub into data/raw/"
+    )
+    download.add_argument(
+        "--out",
+        type=Path,
+        default=data_dir / "raw",
+        help="where the raw files go (default: %(default)s)",
+    )
+
+    prepare = commands.add_parser(
+        "prepare", help="raw CSVs -> data/processed/{train,test}.parquet and summary.json"
+    )
+    prepare.add_argument(
+        "--raw",
+        type=Path,
+        default=data_dir / "raw",
+        help="folder or .zip with train and test .csv/.parquet (default: %(default)s)",
+    )
+    prepare.add_argument(
+        "--out",
+        type=Path,
+        default=data_dir / "processed",
+        help="where the prepared files go (default: %(default)s)",
+    )
+    prepare.add_argument(
+        "--drop-overlap",
+        action="store_true",
+        help="remove from train the songs that are also in test",
+    )
+
+    report = commands.add_parser(
+        "report", help="PNG figures of genres, languages and lyric lengths per split"
+    )
+    report.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with train and test files (default: as training finds it)",
+    )
+    report.add_argument("--train", type=Path, help="train file (instead of --data)")
+    report.add_argument("--test", type=Path, help="test file (instead of --data)")
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=root / "outputs" / "data_report",
+        help="where the PNG files go (default: %(default)s)",
+    )
+    report.add_argument("--run-id", help="also log the figures to this MLflow run")
+    report.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store for --run-id (default: $MLFLOW_TRACKING_URI, "
+        "else the project's mlruns/mlflow.db)",
+    )
+    return main
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.command == "download":
+        from genre_exp.data.download import download
+
+        files = download(args.out)
+        print(
+            f"downloaded {len(files)} files into {args.out}; next: "
+            f"genre-exp data prepare --raw {args.out}"
+        )
+    elif args.command == "prepare":
+        from genre_exp.data.prepare import describe
+        from genre_exp.data.prepare import run as prepare
+
+        prepared = prepare(args.raw, args.out, drop_overlap=args.drop_overlap)
+        print(describe(prepared.summary))
+        print(
+            f"written: {args.out / 'train.parquet'}, {args.out / 'test.parquet'}, "
+            f"{args.out / 'summary.json'}"
+        )
+    else:
+        report(args)
+
+
+def report(args: argparse.Namespace) -> None:
+    import os
+
+    from genre_exp import tracking
+    from genre_exp.data.load import default_folders, resolve_paths
+    from genre_exp.data.report import write
+
+    uri = args.tracking_uri or os.environ.get(
+        "MLFLOW_TRACKING_URI", f"sqlite:///{project_root()}/mlruns/mlflow.db"
+    )
+    if args.run_id:
+        tracking.require_run(uri, args.run_id)  # before any work
+    folders = (
+        [("--data", args.data)] if args.data else default_folders(Path(project_root()) / "data")
+    )
+    train, test, origin = resolve_paths(
+        str(args.train) if args.train else None, str(args.test) if args.test else None, folders
+    )
+    written = write({"train": train, "test": test}, args.out)
+    print(f"data from {origin}: {train}, {test}")
+    print("written: " + ", ".join(str(p) for p in written))
+    if args.run_id:
+        tracking.log_files_to_run(uri, args.run_id, written, "data_report")
+        print(f"logged to MLflow run {args.run_id} under data_report/")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        run(args)
+    except GenreExpError as exc:
+        print(f"genre-exp data {args.command}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
