@@ -6,11 +6,13 @@ The task reads top-down as the pipeline: connect to MLflow -> load data -> vecto
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from genre_exp import tracking
 from genre_exp.config import config_dir
 from genre_exp.errors import GenreExpError
 
@@ -41,7 +44,7 @@ def _terminate(signum, frame) -> None:
 def train_and_log(cfg: DictConfig) -> float:
     """One experiment, end to end; returns validation macro-F1 of the final model."""
     from genre_exp import data as data_mod
-    from genre_exp import evaluate, models, plots, tracking, train, vectorize
+    from genre_exp import evaluate, models, plots, train, vectorize
 
     experiment_id = tracking.connect(
         cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location
@@ -187,18 +190,43 @@ def train_and_log(cfg: DictConfig) -> float:
 )
 def task(cfg: DictConfig) -> float:
     """Hydra's task: runs the pipeline, turning a user error into one line and SIGTERM into
-    the same clean stop as Ctrl-C."""
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    the same clean stop as Ctrl-C. In a sweep, a failing job is recorded (log, MLflow run
+    FAILED) and returns NaN, so the sweep goes on with the others (Optuna marks the trial
+    failed)."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    tracking.last_started_run = None
     try:
         return train_and_log(cfg)
     except GenreExpError as exc:
         log.error("%s", exc)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # The job's failure is on record (log, MLflow); the sweep goes on with the others.
-            return math.nan
-        raise SystemExit(1) from None
+        if not sweeping:
+            raise SystemExit(1) from None
+        return _failed_in_sweep(cfg, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:
+        if not sweeping:
+            raise
+        log.exception("job %s failed", HydraConfig.get().job.num)
+        return _failed_in_sweep(cfg, f"{type(exc).__name__}: {exc}")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _failed_in_sweep(cfg: DictConfig, error: str) -> float:
+    """NaN for the sweeper (Optuna marks the trial failed); a FAILED run in the sweep's group
+    if the job failed before starting its own."""
+    if tracking.last_started_run is None:
+        with contextlib.suppress(Exception):  # the store itself may be what failed
+            tracking.record_failed_job(
+                cfg.mlflow.tracking_uri,
+                cfg.mlflow.experiment_name,
+                f"{cfg.model.name}/{cfg.data.name}/failed/{HydraConfig.get().job.num}",
+                error,
+                {"hydra_overrides": " ".join(HydraConfig.get().overrides.task) or "(none)"},
+            )
+    return math.nan
 
 
 def main() -> None:
@@ -206,6 +234,11 @@ def main() -> None:
         from genre_exp.data.commands import main as data_main
 
         data_main(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["compare"]:
+        from genre_exp.compare import main as compare_main
+
+        compare_main(sys.argv[2:])
         return
     try:
         task()

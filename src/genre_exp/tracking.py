@@ -122,6 +122,36 @@ def git_commit(folder: str | Path) -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
+# The id of the last run this process started: a sweep job that fails before starting one
+# still gets a FAILED run in its sweep's group (record_failed_job).
+last_started_run: str | None = None
+
+
+def record_failed_job(
+    tracking_uri: str, experiment_name: str, run_name: str, error: str, tags: Mapping[str, str]
+) -> None:
+    import mlflow
+
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return
+    failed = client.create_run(
+        experiment.experiment_id,
+        run_name=run_name,
+        tags={
+            **tags,
+            "mlflow.parentRunId": parent,
+            SWEEP_TAG: parent,
+            "error": error[:5000],
+        },
+    )
+    client.set_terminated(failed.info.run_id, "FAILED")
+
+
 @contextlib.contextmanager
 def run(
     experiment_id: str,
@@ -138,6 +168,8 @@ def run(
     if parent:
         tags |= {"mlflow.parentRunId": parent, SWEEP_TAG: parent}
     active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    global last_started_run
+    last_started_run = active.info.run_id
     status = "FINISHED"
     try:
         yield active
@@ -292,6 +324,50 @@ def log_model(export_model, genres: list[str], example_texts: list[str]) -> str:
     return info.model_uri
 
 
+def default_tracking_uri(explicit: str | None, root: Path) -> str:
+    """For the commands outside Hydra: the flag, else $MLFLOW_TRACKING_URI, else the project's
+    SQLite store (the same default as ``mlflow.tracking_uri``)."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root}/mlruns/mlflow.db"
+
+
+def search_runs(
+    tracking_uri: str, experiment_name: str, filter_string: str = "", sweep_id: str | None = None
+) -> pd.DataFrame:
+    """The job runs of an experiment (sweep parents left out), as MLflow's search gives them."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    db = _sqlite_file(tracking_uri)
+    if db is not None and not db.is_file():
+        raise TrackingError(f"no MLflow store at {tracking_uri}")
+    client = mlflow.MlflowClient(tracking_uri)
+    if client.get_experiment_by_name(experiment_name) is None:
+        names = [e.name for e in client.search_experiments()]
+        raise TrackingError(
+            f"--experiment {experiment_name!r}: not in {tracking_uri}; "
+            f"experiments: {', '.join(names) or 'none'}"
+        )
+    clauses = [f"tags.{SWEEP_TAG} = '{sweep_id}'"] if sweep_id else []
+    clauses += [filter_string] if filter_string.strip() else []
+    try:
+        mlflow.set_tracking_uri(tracking_uri)
+        runs = mlflow.search_runs(
+            experiment_names=[experiment_name],
+            filter_string=" and ".join(clauses),
+            max_results=50000,
+        )
+    except MlflowException as exc:
+        raise TrackingError(f"--filter {filter_string!r}: {exc.message.splitlines()[0]}") from None
+    if "tags.sweep" in runs.columns:
+        runs = runs.loc[runs["tags.sweep"].ne("parent")]
+    if runs.empty:
+        what = f"sweep {sweep_id}" if sweep_id else f"experiment {experiment_name!r}"
+        raise TrackingError(
+            f"no runs in {what}" + (f" matching {filter_string!r}" if filter_string else "")
+        )
+    return runs.reset_index(drop=True)
+
+
 def require_run(tracking_uri: str, run_id: str) -> None:
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -374,8 +450,16 @@ class SweepCallback(Callback):
             max_results=10000,
         )
         statuses = [c.info.status for c in children]
+        failed = statuses.count("FAILED")
         client.log_metric(parent_id, "sweep_jobs", len(children))
-        client.log_metric(parent_id, "sweep_failed", statuses.count("FAILED"))
+        client.log_metric(parent_id, "sweep_failed", failed)
+        if failed:
+            log.warning(
+                "sweep: %d of %d jobs failed (MLflow parent run %s)",
+                failed,
+                len(children),
+                parent_id,
+            )
         scored = [c for c in children if SELECTION_METRIC in c.data.metrics]
         if scored:
             best = max(scored, key=lambda c: c.data.metrics[SELECTION_METRIC])

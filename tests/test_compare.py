@@ -1,0 +1,139 @@
+"""``genre-exp compare`` against a real MLflow store holding runs shaped like genre-exp's."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+
+def make_store(tmp_path):
+    """Two sweeps and a lone run, with the params, tags and metrics genre-exp logs."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("exp", artifact_location=(tmp_path / "a").as_uri())
+    ids = {}
+    for sweep in ("s1", "s2"):
+        parent = client.create_run(experiment, run_name=f"sweep/{sweep}", tags={"sweep": "parent"})
+        ids[sweep] = parent.info.run_id
+        client.set_tag(parent.info.run_id, "sweep_id", parent.info.run_id)
+        client.log_metric(parent.info.run_id, "sweep_jobs", 2)
+        client.set_terminated(parent.info.run_id)
+    rows = [
+        ("s1", "lstm", "64", 0.30),
+        ("s1", "lstm_dropout", "64", 0.35),
+        ("s2", "lstm", "128", 0.25),
+        (None, "lstm", "64", 0.10),
+    ]
+    for k, (sweep, model, dim, f1) in enumerate(rows):
+        tags = {"sweep_id": ids[sweep], "mlflow.parentRunId": ids[sweep]} if sweep else {}
+        run = client.create_run(experiment, run_name=f"{model}/balanced/{k}", tags=tags)
+        for key, value in {
+            "model.name": model,
+            "model.embedding_dim": dim,
+            "training.epochs": "20",
+            "paths.root_dir": f"/tmp/{k}",
+        }.items():
+            client.log_param(run.info.run_id, key, value)
+        for key, value in {
+            "test_macro_f1": f1,
+            "test_accuracy": f1 + 0.05,
+            "test_f1_R_B": f1 / 2,
+            "test_f1_Rock": f1 * 2,
+        }.items():
+            client.log_metric(run.info.run_id, key, value)
+        time.sleep(0.01)
+        client.set_terminated(run.info.run_id)
+    return uri, ids
+
+
+def compare(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "genre_exp.compare", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_whole_experiment_sorted_with_differing_params(tmp_path):
+    uri, _ = make_store(tmp_path)
+    result = compare("--experiment", "exp", "--tracking-uri", uri, "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "o" / "compare.csv")
+    assert table["test_macro_f1"].tolist() == [0.35, 0.30, 0.25, 0.10]
+    assert table["run"].tolist()[0] == "lstm_dropout/balanced/1"
+    # Only params that differ; parents left out; per-genre F1 and duration present.
+    assert {"model.name", "model.embedding_dim"} <= set(table.columns)
+    assert "training.epochs" not in table.columns and "paths.root_dir" not in table.columns
+    assert {"f1 R_B", "f1 Rock", "minutes", "test_accuracy"} <= set(table.columns)
+    assert not table["run"].str.startswith("sweep/").any()
+    assert (tmp_path / "o" / "per_genre_f1.png").stat().st_size > 5000
+    markdown = (tmp_path / "o" / "compare.md").read_text()
+    assert markdown.splitlines()[0].startswith("| run ")
+    assert "lstm_dropout/balanced/1" in result.stdout
+
+
+def test_one_sweep_by_another_metric(tmp_path):
+    uri, ids = make_store(tmp_path)
+    result = compare(
+        "--experiment",
+        "exp",
+        "--tracking-uri",
+        uri,
+        "--sweep",
+        ids["s1"],
+        "--metric",
+        "test_f1_R_B",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "o" / "compare.csv")
+    assert table["run"].tolist() == ["lstm_dropout/balanced/1", "lstm/balanced/0"]
+    assert list(table.columns[3:5]) == ["model.name", "test_f1_R_B"]
+    assert "model.embedding_dim" not in table.columns  # the same in this sweep
+
+
+def test_filter_string(tmp_path):
+    uri, _ = make_store(tmp_path)
+    result = compare(
+        "--experiment",
+        "exp",
+        "--tracking-uri",
+        uri,
+        "--out",
+        str(tmp_path / "o"),
+        "--filter",
+        "params.`model.embedding_dim` = '64' and metrics.test_macro_f1 > 0.2",
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(pd.read_csv(tmp_path / "o" / "compare.csv")) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--experiment", "nope"], "--experiment 'nope': not in"),
+        (["--experiment", "exp", "--metric", "bogus"], "--metric bogus: no run has it"),
+        (["--experiment", "exp", "--filter", "params.x = = 1"], "--filter 'params.x = = 1'"),
+        (["--experiment", "exp", "--sweep", "0" * 32], "no runs in sweep 000"),
+    ],
+)
+def test_errors_are_one_line(tmp_path, args, message):
+    uri, _ = make_store(tmp_path)
+    result = compare(*args, "--tracking-uri", uri, "--out", str(tmp_path / "o"))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_missing_store_is_one_line(tmp_path):
+    result = compare("--tracking-uri", f"sqlite:///{tmp_path}/none.db")
+    assert result.returncode == 1
+    assert "no MLflow store at" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "none.db").exists()

@@ -1,0 +1,103 @@
+"""Sweeps: Optuna search that resumes, parallel jobs on one SQLite store, the submitit launcher,
+and failing jobs that leave the sweep going."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, tiny_overrides, tracking_uri
+
+pytestmark = pytest.mark.slow
+
+
+def sweep_runs(root: Path):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri(root))
+    experiment = client.get_experiment_by_name("tests")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    return parents, [r for r in runs if r not in parents]
+
+
+def quick(root: Path, train: Path, test: Path) -> list[str]:
+    return [*tiny_overrides(root, train, test), "training.epochs=1", "mlflow.log_model=false"]
+
+
+def test_optuna_search_resumes_where_it_stopped(tmp_path, kaggle_csv):
+    import optuna
+
+    args = [
+        "-m",
+        "hparams_search=lstm_optuna",
+        *quick(tmp_path, *kaggle_csv),
+        "hydra.sweeper.study_name=resume-test",
+        "hydra.sweeper.sampler.n_startup_trials=1",
+    ]
+    first = run_cli([*args, "hydra.sweeper.n_trials=2"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    study = optuna.load_study(study_name="resume-test", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    # A kill in the middle of a trial leaves it RUNNING in the study.
+    study.ask()
+
+    second = run_cli([*args, "hydra.sweeper.n_trials=3"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "2 of 3 trials done, 1 interrupted trial(s) marked failed; 1 to run" in second.stderr
+    states = [
+        t.state.name for t in optuna.load_study(study_name="resume-test", storage=storage).trials
+    ]
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+    parents, children = sweep_runs(tmp_path)
+    assert len(parents) == 2 and len(children) == 3
+    # Each job's MLflow run carries the trial's sampled parameters.
+    assert len({c.data.params["training.learning_rate"] for c in children}) == 3
+    best = max(children, key=lambda c: c.data.metrics["final_val_macro_f1"])
+    assert parents[0].data.tags["best_run_id"] in {c.info.run_id for c in children}
+    assert max(p.data.metrics["best_final_val_macro_f1"] for p in parents) == pytest.approx(
+        best.data.metrics["final_val_macro_f1"]
+    )
+
+
+def test_four_parallel_jobs_lose_no_run_and_a_failure_does_not_stop_them(tmp_path, kaggle_csv):
+    result = run_cli(
+        [
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=4",
+            "model.dropout=0.0,0.1,0.2,1.5",
+            *quick(tmp_path, *kaggle_csv),
+        ]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "database is locked" not in result.stderr
+    assert "sweep: 1 of 4 jobs failed" in result.stderr
+    (parent,), children = sweep_runs(tmp_path)
+    assert sorted(c.data.params["model.dropout"] for c in children) == ["0.0", "0.1", "0.2", "1.5"]
+    status = {c.data.params["model.dropout"]: c.info.status for c in children}
+    assert status == {"0.0": "FINISHED", "0.1": "FINISHED", "0.2": "FINISHED", "1.5": "FAILED"}
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert parent.data.metrics["sweep_jobs"] == 4
+    assert parent.data.metrics["sweep_failed"] == 1
+    assert parent.info.status == "FINISHED"
+
+
+def test_submitit_local_launcher_and_a_job_failing_before_its_run(tmp_path, kaggle_csv):
+    train, test = kaggle_csv
+    result = run_cli(
+        [
+            "-m",
+            "hydra/launcher=submitit_local",
+            *quick(tmp_path, train, test),
+            f"data.train_path={train},{tmp_path / 'missing.csv'}",
+        ]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (parent,), children = sweep_runs(tmp_path)
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
+    failed = next(c for c in children if c.info.status == "FAILED")
+    assert "missing.csv: file not found" in failed.data.tags["error"]
+    assert failed.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert parent.data.metrics["sweep_failed"] == 1
