@@ -21,11 +21,17 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.browser,
-    pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-                       reason="needs Debian's chromium and chromium-driver"),
+    pytest.mark.skipif(
+        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+        reason="needs Debian's chromium and chromium-driver",
+    ),
 ]
-SCREENSHOTS = Path(os.environ.get("GENRE_EXP_TEST_ARTIFACTS",
-                                  Path(__file__).resolve().parents[1] / "outputs" / "test-artifacts"))
+SCREENSHOTS = Path(
+    os.environ.get(
+        "GENRE_EXP_TEST_ARTIFACTS",
+        Path(__file__).resolve().parents[1] / "outputs" / "test-artifacts",
+    )
+)
 
 
 def free_port() -> int:
@@ -43,20 +49,42 @@ def ui(tmp_path_factory):
     train, test = kaggle_frames()
     train.to_csv(root / "train.csv", index=False)
     test.to_csv(root / "test.csv", index=False)
-    sweep = run_cli(["-m", "model=lstm,lstm_dropout", "mlflow.log_model=false",
-                     *tiny_overrides(root, root / "train.csv", root / "test.csv"),
-                     "training.epochs=1"])
+    sweep = run_cli(
+        [
+            "-m",
+            "model=lstm,lstm_dropout",
+            "mlflow.log_model=false",
+            *tiny_overrides(root, root / "train.csv", root / "test.csv"),
+            "training.epochs=1",
+        ]
+    )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
 
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           # Without it the UI starts ~15 processes and ~3 GB; with it 2 and ~0.5 GB.
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        # Without it the UI starts ~15 processes and ~3 GB; with it 2 and ~0.5 GB.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     server = subprocess.Popen(
-        [shutil.which("mlflow", path=env["PATH"]), "ui", "--backend-store-uri", tracking_uri(root),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            shutil.which("mlflow", path=env["PATH"]),
+            "ui",
+            "--backend-store-uri",
+            tracking_uri(root),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -87,9 +115,16 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync",
-                 "--window-size=1600,1000"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        "--window-size=1600,1000",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
@@ -156,6 +191,7 @@ def test_run_pages_show_test_macro_f1_and_the_confusion_matrix(ui, browser):
         browser.get(f"{page}/artifacts/plots/confusion_matrix.png")
         wait_for_text(browser, "confusion_matrix.png")
         images = browser.find_elements(By.TAG_NAME, "img")
-        assert any(browser.execute_script("return arguments[0].naturalWidth", i) > 500
-                   for i in images), "the confusion-matrix image did not render"
+        assert any(
+            browser.execute_script("return arguments[0].naturalWidth", i) > 500 for i in images
+        ), "the confusion-matrix image did not render"
         screenshot(browser, f"mlflow-ui-confusion-matrix-{k}.png")

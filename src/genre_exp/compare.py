@@ -8,6 +8,8 @@ CSV and Markdown, with a figure of per-genre F1 for the top runs.
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
 import sys
 from pathlib import Path
 
@@ -29,6 +31,19 @@ def differing_params(runs: pd.DataFrame) -> list[str]:
     return [c for c in columns if runs[c].fillna("∅").nunique() > 1]
 
 
+def genre_columns(runs: pd.DataFrame) -> list[str]:
+    """The per-genre F1 columns in the runs' label order (``data.genres``), others after."""
+    from genre_exp.evaluate import metric_safe
+
+    present = [c for c in runs.columns if c.startswith("metrics.test_f1_")]
+    order: list[str] = []
+    for value in runs.get("params.data.genres", pd.Series(dtype=object)).dropna():
+        with contextlib.suppress(ValueError, SyntaxError):
+            order += [f"metrics.test_f1_{metric_safe(g)}" for g in ast.literal_eval(value)]
+    ordered = [c for c in dict.fromkeys(order) if c in present]
+    return ordered + sorted(set(present) - set(ordered))
+
+
 def comparison_table(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per run, best first by ``metric``; runs without it last."""
     if f"metrics.{metric}" not in runs.columns:
@@ -37,7 +52,7 @@ def comparison_table(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
             + ", ".join(sorted(c[8:] for c in runs.columns if c.startswith("metrics.")))[:400]
         )
     runs = runs.sort_values(f"metrics.{metric}", ascending=False, na_position="last")
-    per_genre = sorted(c for c in runs.columns if c.startswith("metrics.test_f1_"))
+    per_genre = genre_columns(runs)
     table = pd.DataFrame(
         {
             "run": runs["tags.mlflow.runName"].fillna(""),
