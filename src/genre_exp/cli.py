@@ -207,6 +207,11 @@ def main() -> None:
 
         data_main(sys.argv[2:])
         return
+    if sys.argv[1:2] == ["predict"]:
+        from genre_exp.predict import main as predict_main
+
+        predict_main(sys.argv[2:])
+        return
     try:
         task()
     except KeyboardInterrupt as exc:

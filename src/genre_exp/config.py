@@ -42,6 +42,17 @@ def project_root() -> str:
     return str(root if root else Path.cwd().resolve())
 
 
+def tracking_uri(explicit: str | None = None) -> str:
+    """The MLflow store outside a Hydra run (``predict``, ``promote``, ``data report``): the
+    given URI, else ``$MLFLOW_TRACKING_URI``, else SQLite under the project root, the same
+    default as ``conf/mlflow/default.yaml``."""
+    return (
+        explicit
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{project_root()}/mlruns/mlflow.db"
+    )
+
+
 class LabelMode(StrEnum):
     error = "error"
     drop = "drop"

@@ -70,9 +70,8 @@ def connect(tracking_uri: str, experiment_name: str, artifact_location: str | No
     except TrackingError:
         raise
     except Exception as exc:  # any store failure: bad URI, server down, unreadable database
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrackingError(
-            f"mlflow.tracking_uri={tracking_uri}: store unusable ({first})"
+            f"mlflow.tracking_uri={tracking_uri}: store unusable ({_first_line(exc)})"
         ) from None
 
 
@@ -292,13 +291,43 @@ def log_model(export_model, genres: list[str], example_texts: list[str]) -> str:
     return info.model_uri
 
 
+MODEL_URI_FORMS = "runs:/<run id>/model, models:/<name>/<version> or models:/<name>@<alias>"
+
+
+def _require_store(tracking_uri: str, what: str) -> None:
+    db = _sqlite_file(tracking_uri)
+    if db is not None and not db.is_file():
+        raise TrackingError(f"{what}: no MLflow store at {tracking_uri}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_model(tracking_uri: str, model_uri: str):
+    """The logged pyfunc model behind ``model_uri``; an unknown run, model, version or alias
+    is one line naming it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if not model_uri.startswith(("runs:/", "models:/")):
+        raise TrackingError(f"model {model_uri!r}: expected {MODEL_URI_FORMS}")
+    _require_store(tracking_uri, f"model {model_uri}")
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as exc:
+        raise TrackingError(
+            f"model {model_uri}: cannot be loaded from {tracking_uri} ({_first_line(exc)})"
+        ) from None
+
+
 def require_run(tracking_uri: str, run_id: str) -> None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    db = _sqlite_file(tracking_uri)
-    if db is not None and not db.is_file():
-        raise TrackingError(f"--run-id {run_id}: no MLflow store at {tracking_uri}")
+    _require_store(tracking_uri, f"--run-id {run_id}")
     try:
         mlflow.MlflowClient(tracking_uri).get_run(run_id)
     except MlflowException:

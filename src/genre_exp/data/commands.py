@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from genre_exp.config import project_root
+from genre_exp.config import project_root, tracking_uri
 from genre_exp.errors import GenreExpError
 
 
@@ -102,15 +102,11 @@ def run(args: argparse.Namespace) -> None:
 
 
 def report(args: argparse.Namespace) -> None:
-    import os
-
     from genre_exp import tracking
     from genre_exp.data.load import default_folders, resolve_paths
     from genre_exp.data.report import write
 
-    uri = args.tracking_uri or os.environ.get(
-        "MLFLOW_TRACKING_URI", f"sqlite:///{project_root()}/mlruns/mlflow.db"
-    )
+    uri = tracking_uri(args.tracking_uri)
     if args.run_id:
         tracking.require_run(uri, args.run_id)  # before any work
     folders = (
