@@ -30,6 +30,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+# Subcommands beside the Hydra app, each an argparse module with its own main(argv).
+COMMANDS = {
+    "data": "genre_exp.data.commands",
+    "predict": "genre_exp.predict",
+    "promote": "genre_exp.promote",
+}
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: the run ends KILLED."""
 
@@ -177,6 +185,11 @@ def train_and_log(cfg: DictConfig) -> float:
                 dataset.test["lyrics"].head(2).tolist(),
             )
             log.info("model logged: %s", uri)
+            if cfg.mlflow.registered_model_name:
+                version = tracking.register_model(uri, cfg.mlflow.registered_model_name)
+                log.info(
+                    "model registered: models:/%s/%s", cfg.mlflow.registered_model_name, version
+                )
     return validation.metrics["val_macro_f1"]
 
 
@@ -202,15 +215,10 @@ def task(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["data"]:
-        from genre_exp.data.commands import main as data_main
+    if sys.argv[1:2] and sys.argv[1] in COMMANDS:
+        import importlib
 
-        data_main(sys.argv[2:])
-        return
-    if sys.argv[1:2] == ["predict"]:
-        from genre_exp.predict import main as predict_main
-
-        predict_main(sys.argv[2:])
+        importlib.import_module(COMMANDS[sys.argv[1]]).main(sys.argv[2:])
         return
     try:
         task()

@@ -167,6 +167,8 @@ class MlflowConfig:
     artifact_location: str | None = None
     run_name: str | None = None
     log_model: bool = True
+    # Also register the logged model as a new version of this registered model; null: don't.
+    registered_model_name: str | None = None
 
 
 @dataclass

@@ -130,9 +130,7 @@ def predict_probabilities(
     if batch_size < 1:
         raise DataError(f"--batch-size {batch_size}: expected a positive number")
     starts = range(0, len(texts), batch_size)
-    bar = tqdm(
-        starts, desc="predicting", unit="batch", disable=not progress or len(starts) <= 1
-    )
+    bar = tqdm(starts, desc="predicting", unit="batch", disable=not progress or len(starts) <= 1)
     parts = [predict(pd.DataFrame({TEXT_COLUMN: list(texts[i : i + batch_size])})) for i in bar]
     return pd.concat(parts, ignore_index=True)
 

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +322,95 @@ def load_model(tracking_uri: str, model_uri: str):
         raise TrackingError(
             f"model {model_uri}: cannot be loaded from {tracking_uri} ({_first_line(exc)})"
         ) from None
+
+
+CHAMPION = "champion"
+
+
+def register_model(model_uri: str, name: str) -> str:
+    """A new version of registered model ``name`` for a logged model; returns the version."""
+    import mlflow
+
+    return str(mlflow.register_model(model_uri, name).version)
+
+
+@dataclass
+class Promotion:
+    name: str
+    version: str
+    run_id: str
+    run_name: str
+    metric: str
+    value: float
+    registered_now: bool
+
+
+def promote(
+    tracking_uri: str,
+    experiment_name: str,
+    metric: str,
+    model_name: str | None = None,
+    sweep_id: str | None = None,
+) -> Promotion:
+    """Point the ``champion`` alias of ``model_name`` (default: the experiment's name) at the
+    model of the best finished run of an experiment, or of one sweep, by ``metric`` (lowest for
+    a loss, else highest), registering that model first if it is not registered yet."""
+    import mlflow
+
+    where = f"--experiment {experiment_name}" + (f" --sweep {sweep_id}" if sweep_id else "")
+    _require_store(tracking_uri, where)
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise TrackingError(f"{where}: no such experiment in {tracking_uri}")
+    query = "attributes.status = 'FINISHED'"
+    if sweep_id:
+        query += f" and tags.{SWEEP_TAG} = '{_quoted(sweep_id)}'"
+    runs = [
+        r
+        for r in client.search_runs([experiment.experiment_id], query, max_results=50000)
+        # A sweep's parent only summarises its children.
+        if r.data.tags.get("sweep") != "parent" and metric in r.data.metrics
+    ]
+    if not runs:
+        raise TrackingError(f"{where}: no finished run has the metric {metric!r}")
+    pick = min if metric.endswith("loss") else max
+    best = pick(runs, key=lambda r: r.data.metrics[metric])
+    run_id = best.info.run_id
+    name = model_name or experiment_name
+    versions = client.search_model_versions(
+        f"name = '{_quoted(name)}' and run_id = '{run_id}'", max_results=1000
+    )
+    registered_now = not versions
+    if versions:
+        version = str(max(int(v.version) for v in versions))
+    else:
+        logged = client.search_logged_models(
+            [experiment.experiment_id],
+            filter_string=f"source_run_id = '{run_id}' AND name = 'model'",
+        )
+        if not logged:
+            raise TrackingError(
+                f"{where}: the best run {run_id} ({metric}={best.data.metrics[metric]:.4g}) "
+                "has no logged model (trained with mlflow.log_model=false?)"
+            )
+        mlflow.set_tracking_uri(tracking_uri)
+        version = register_model(logged[-1].model_uri, name)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return Promotion(
+        name=name,
+        version=version,
+        run_id=run_id,
+        run_name=best.info.run_name,
+        metric=metric,
+        value=best.data.metrics[metric],
+        registered_now=registered_now,
+    )
+
+
+def _quoted(value: str) -> str:
+    """A value inside a single-quoted MLflow search filter."""
+    return value.replace("'", "\\'")
 
 
 def require_run(tracking_uri: str, run_id: str) -> None:
