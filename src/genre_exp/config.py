@@ -157,6 +157,8 @@ class TrainingConfig:
     seed: int = 42
     # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch (the readable choice in logs).
     verbose: int = 1
+    # The id of a killed run to continue from its last checkpoint, in the same MLflow run.
+    resume: str | None = None
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 from hydra.experimental.callback import Callback
 
-from genre_exp.errors import TrackingError
+from genre_exp.errors import ConfigError, DataError, TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +128,21 @@ def run(
     run_name: str,
     tags: Mapping[str, str],
     log_file: Path | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[Any]:
     """One MLflow run for one job, closed FINISHED, FAILED (with the error as a tag) or KILLED
-    on any exit, so no run is ever left RUNNING. Inside a sweep it is the sweep parent's child."""
+    on any exit, so no run is ever left RUNNING. Inside a sweep it is the sweep parent's child.
+    With ``resume_run_id`` the job continues that run instead of starting one."""
     import mlflow
 
     tags = dict(tags)
     parent = os.environ.get(PARENT_ENV)
-    if parent:
-        tags |= {"mlflow.parentRunId": parent, SWEEP_TAG: parent}
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    if resume_run_id:
+        active = mlflow.start_run(run_id=resume_run_id, tags=tags)
+    else:
+        if parent:
+            tags |= {"mlflow.parentRunId": parent, SWEEP_TAG: parent}
+        active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     status = "FINISHED"
     try:
         yield active
@@ -151,12 +156,14 @@ def run(
     finally:
         if log_file is not None and log_file.is_file():
             with contextlib.suppress(Exception):
-                mlflow.log_artifact(str(log_file), "hydra")
+                # A resumed run keeps the killed job's log beside the resuming job's.
+                mlflow.log_artifact(str(log_file), "hydra/resumed" if resume_run_id else "hydra")
         mlflow.end_run(status)
 
 
-def epoch_logger():
-    """Keras callback logging every epoch's logs (loss, accuracy, val_*, val_macro_f1)."""
+def epoch_logger(resumed: bool = False):
+    """Keras callback logging every epoch's logs (loss, accuracy, val_*, val_macro_f1), at the
+    epoch's number as step."""
     from mlflow.keras import MlflowCallback
 
     class EpochLogger(MlflowCallback):
@@ -165,14 +172,94 @@ def epoch_logger():
         def on_test_end(self, logs=None):
             return None
 
+        def on_train_begin(self, logs=None):
+            # The killed run logged the optimizer's params; MLflow refuses changed values (a
+            # learning rate cut on a plateau would be one).
+            if not resumed:
+                super().on_train_begin(logs)
+
     return EpochLogger()
+
+
+def config_params(config: Mapping[str, Any]) -> dict[str, str]:
+    """The resolved config as MLflow params: flattened, None as 'null', values capped."""
+    return {k: ("null" if v is None else str(v))[:6000] for k, v in flatten(config).items()}
+
+
+@dataclass
+class ResumeTarget:
+    run_id: str
+    experiment_id: str
+    output_dir: Path
+    params: dict[str, str]
+    tags: dict[str, str]
+
+
+RESUMABLE_PREFIXES = ("data.", "model.")
+
+
+def resume_target(
+    tracking_uri: str, run_id: str, config: Mapping[str, Any], digests: Mapping[str, str]
+) -> ResumeTarget:
+    """The run ``training.resume`` names, checked: it exists, has not finished, and was trained
+    on the same data files with the same data and model settings as ``config``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    where = f"training.resume={run_id}"
+    try:
+        found = mlflow.MlflowClient(tracking_uri).get_run(run_id)
+    except MlflowException:
+        raise TrackingError(f"{where}: no such run in {tracking_uri}") from None
+    if found.info.status == "FINISHED":
+        raise ConfigError(f"{where}: the run is already FINISHED; there is nothing to resume")
+    tags = dict(found.data.tags)
+    if not tags.get("hydra_output_dir"):
+        raise ConfigError(f"{where}: the run has no hydra_output_dir tag, so no checkpoint")
+    params = dict(found.data.params)
+    for key, value in config_params(config).items():
+        if key.startswith(RESUMABLE_PREFIXES) and key in params and params[key] != value:
+            raise ConfigError(
+                f"{where}: {key}={value} but the run was trained with {key}={params[key]}; "
+                "resume with the run's data and model settings"
+            )
+    for split, digest in digests.items():
+        recorded = tags.get(f"data.{split}_sha256")
+        if recorded and recorded != digest:
+            raise DataError(
+                f"{where}: the {split} file changed since the run started (sha256 {digest[:12]}, "
+                f"the run recorded {recorded[:12]})"
+            )
+    return ResumeTarget(
+        run_id=run_id,
+        experiment_id=found.info.experiment_id,
+        output_dir=Path(tags["hydra_output_dir"]),
+        params=params,
+        tags=tags,
+    )
+
+
+def metric_history(run_id: str, keys: list[str]) -> dict[str, list[float]]:
+    """Each metric's value per step of the active store's run (the last value logged at a step
+    wins), in step order: a resumed run's whole learning curve."""
+    import mlflow
+
+    mlflow.flush_async_logging()
+    client = mlflow.MlflowClient()
+    history: dict[str, list[float]] = {}
+    for key in keys:
+        by_step = {}
+        for point in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+            by_step[point.step] = point.value
+        if by_step:
+            history[key] = [by_step[s] for s in sorted(by_step)]
+    return history
 
 
 def log_config(config: Mapping[str, Any], overrides: list[str], output_dir: str | None) -> None:
     import mlflow
 
-    params = {k: ("null" if v is None else str(v))[:6000] for k, v in flatten(config).items()}
-    mlflow.log_params(params)
+    mlflow.log_params(config_params(config))
     mlflow.set_tags(
         {
             "hydra_overrides": " ".join(overrides) or "(none)",
