@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from genre_exp.config import config_dir
-from genre_exp.errors import GenreExpError
+from genre_exp.errors import ConfigError, GenreExpError
 
 log = logging.getLogger("genre_exp")
 
@@ -231,7 +231,6 @@ def resume_point(cfg: DictConfig, config: dict, train_path: Path, test_path: Pat
     checked before any data is loaded."""
     from genre_exp import checkpoint, tracking
     from genre_exp.data import file_digest
-    from genre_exp.errors import ConfigError
 
     run_id = cfg.training.resume
     if not run_id:
