@@ -189,10 +189,8 @@ def config_params(config: Mapping[str, Any]) -> dict[str, str]:
 @dataclass
 class ResumeTarget:
     run_id: str
-    experiment_id: str
+    # The killed job's Hydra folder, which holds its checkpoint.
     output_dir: Path
-    params: dict[str, str]
-    tags: dict[str, str]
 
 
 RESUMABLE_PREFIXES = ("data.", "model.")
@@ -230,13 +228,7 @@ def resume_target(
                 f"{where}: the {split} file changed since the run started (sha256 {digest[:12]}, "
                 f"the run recorded {recorded[:12]})"
             )
-    return ResumeTarget(
-        run_id=run_id,
-        experiment_id=found.info.experiment_id,
-        output_dir=Path(tags["hydra_output_dir"]),
-        params=params,
-        tags=tags,
-    )
+    return ResumeTarget(run_id=run_id, output_dir=Path(tags["hydra_output_dir"]))
 
 
 def metric_history(run_id: str, keys: list[str]) -> dict[str, list[float]]:
