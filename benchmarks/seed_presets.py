@@ -86,11 +86,9 @@ def main() -> None:
 
     import mlflow
 
-    from genre_exp.config import project_root
+    from genre_exp.config import tracking_uri
 
-    mlflow.set_tracking_uri(
-        os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{project_root()}/mlruns/mlflow.db")
-    )
+    mlflow.set_tracking_uri(tracking_uri())
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     results = [run_preset(p, args, stamp) for p in args.presets.split(",")]
 

@@ -150,3 +150,14 @@ def run_cli(
 
 def tracking_uri(root: Path) -> str:
     return f"sqlite:///{root}/mlruns/mlflow.db"
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_uri_leak():
+    """``mlflow.set_tracking_uri`` also sets $MLFLOW_TRACKING_URI, which would point every
+    later test (and the CLIs they start) at an earlier test's store."""
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if saved is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = saved

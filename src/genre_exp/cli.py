@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genre_exp import tracking
 from genre_exp.config import config_dir
-from genre_exp.errors import GenreExpError
+from genre_exp.errors import ConfigError, GenreExpError
 
 log = logging.getLogger("genre_exp")
 
@@ -31,6 +31,14 @@ log = logging.getLogger("genre_exp")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # MLflow's artifact progress bars are noise in a training log.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+# Subcommands beside the Hydra app, each an argparse module with its own main(argv).
+COMMANDS = {
+    "data": "genre_exp.data.commands",
+    "predict": "genre_exp.predict",
+    "promote": "genre_exp.promote",
+}
 
 
 class Terminated(KeyboardInterrupt):
@@ -43,8 +51,8 @@ def _terminate(signum, frame) -> None:
 
 def train_and_log(cfg: DictConfig) -> float:
     """One experiment, end to end; returns validation macro-F1 of the final model."""
+    from genre_exp import checkpoint, evaluate, models, plots, train, vectorize
     from genre_exp import data as data_mod
-    from genre_exp import evaluate, models, plots, train, vectorize
 
     experiment_id = tracking.connect(
         cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location
@@ -55,6 +63,8 @@ def train_and_log(cfg: DictConfig) -> float:
         d.train_path, d.test_path, data_mod.default_folders(cfg.paths.data_dir)
     )
     log.info("data from %s: %s, %s", origin, train_path, test_path)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    target, saved = resume_point(cfg, config, train_path, test_path)
     dataset = data_mod.load_dataset(
         train_path=train_path,
         test_path=test_path,
@@ -88,25 +98,46 @@ def train_and_log(cfg: DictConfig) -> float:
         "data": d.name,
         **{str(k): str(v) for k, v in cfg.tags.items()},
     }
+    if saved is not None:
+        # The killed run's params, data inputs and data figures stay as they are.
+        tags = {
+            "resumed_from_epoch": str(saved.epoch),
+            "resume_overrides": " ".join(hydra_cfg.overrides.task),
+        }
+        checkpoint_dir = checkpoint.folder(target.output_dir)
+    else:
+        checkpoint_dir = checkpoint.folder(output_dir)
     with tracking.run(
-        experiment_id, run_name, tags, log_file=output_dir / f"{hydra_cfg.job.name}.log"
+        experiment_id,
+        run_name,
+        tags,
+        log_file=output_dir / f"{hydra_cfg.job.name}.log",
+        resume_run_id=target.run_id if target else None,
     ) as active:
-        log.info("MLflow run %s (%s) in %s", active.info.run_id, run_name, cfg.mlflow.tracking_uri)
-        tracking.log_config(
-            OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-            list(hydra_cfg.overrides.task),
-            str(output_dir),
-        )
-        tracking.log_data(
-            dataset, {s: data_mod.file_digest(p) for s, p in dataset.sources.items()}, d.name
-        )
-        tracking.log_figure(
-            plots.distribution_figure(dataset.distribution), "plots/genre_distribution.png"
-        )
-
-        vectorizer = vectorize.build_vectorizer(
-            dataset.train["lyrics"].tolist(), d.vocab_size, d.sequence_length, str(d.standardize)
-        )
+        run_id = active.info.run_id
+        if saved is None:
+            log.info("MLflow run %s (%s) in %s", run_id, run_name, cfg.mlflow.tracking_uri)
+            tracking.log_config(config, list(hydra_cfg.overrides.task), str(output_dir))
+            tracking.log_data(
+                dataset, {s: data_mod.file_digest(p) for s, p in dataset.sources.items()}, d.name
+            )
+            tracking.log_figure(
+                plots.distribution_figure(dataset.distribution), "plots/genre_distribution.png"
+            )
+            vectorizer = vectorize.build_vectorizer(
+                dataset.train["lyrics"].tolist(),
+                d.vocab_size,
+                d.sequence_length,
+                str(d.standardize),
+            )
+            checkpoint.save_vocabulary(checkpoint_dir, vectorizer.get_vocabulary())
+        else:
+            log.info(
+                "MLflow run %s resumed after epoch %d from %s", run_id, saved.epoch, checkpoint_dir
+            )
+            vectorizer = vectorize.vectorizer_from_vocabulary(
+                saved.vocabulary, d.vocab_size, d.sequence_length, str(d.standardize)
+            )
         x_train, x_val, x_test = (
             vectorize.vectorize(vectorizer, split["lyrics"].tolist())
             for split in (dataset.train, dataset.val, dataset.test)
@@ -118,18 +149,21 @@ def train_and_log(cfg: DictConfig) -> float:
         )
 
         m = cfg.model
-        classifier = models.build_classifier(
-            vocab_size=vectorizer.vocabulary_size(),
-            sequence_length=d.sequence_length,
-            n_classes=len(genres),
-            embedding_dim=m.embedding_dim,
-            lstm_units=m.lstm_units,
-            bidirectional=m.bidirectional,
-            dropout=m.dropout,
-            batch_norm=m.batch_norm,
-            dense_units=m.dense_units,
-            name=m.name,
-        )
+        if saved is not None:
+            classifier = checkpoint.load_classifier(saved)
+        else:
+            classifier = models.build_classifier(
+                vocab_size=vectorizer.vocabulary_size(),
+                sequence_length=d.sequence_length,
+                n_classes=len(genres),
+                embedding_dim=m.embedding_dim,
+                lstm_units=m.lstm_units,
+                bidirectional=m.bidirectional,
+                dropout=m.dropout,
+                batch_norm=m.batch_norm,
+                dense_units=m.dense_units,
+                name=m.name,
+            )
         history = train.fit(
             classifier,
             x_train,
@@ -138,7 +172,16 @@ def train_and_log(cfg: DictConfig) -> float:
             y_val,
             len(genres),
             cfg.training,
-            extra_callbacks=[tracking.epoch_logger()],
+            # After the logger: a checkpoint on disk means its epoch's metrics were logged.
+            extra_callbacks=[
+                tracking.epoch_logger(resumed=saved is not None),
+                checkpoint.callback(checkpoint_dir),
+            ],
+            initial_epoch=saved.epoch if saved else 0,
+        )
+        epochs = (saved.epoch if saved else 0) + len(history.history.get("loss", []))
+        curves = (
+            tracking.metric_history(run_id, list(history.history)) if saved else history.history
         )
 
         predict_batch = max(cfg.training.batch_size, 256)
@@ -158,14 +201,12 @@ def train_and_log(cfg: DictConfig) -> float:
             {
                 "final_val_accuracy": validation.metrics["val_accuracy"],
                 "final_val_macro_f1": validation.metrics["val_macro_f1"],
-                "epochs_trained": len(history.history.get("loss", [])),
+                "epochs_trained": epochs,
             }
         )
         tracking.log_evaluation(test, "test", genres)
         tracking.log_figure(plots.confusion_figure(test.confusion), "plots/confusion_matrix.png")
-        tracking.log_figure(
-            plots.learning_curves_figure(history.history), "plots/learning_curves.png"
-        )
+        tracking.log_figure(plots.learning_curves_figure(curves), "plots/learning_curves.png")
         log.info(
             "test accuracy %.4f, macro-F1 %.4f (validation macro-F1 %.4f)\n%s",
             test.metrics["test_accuracy"],
@@ -180,7 +221,37 @@ def train_and_log(cfg: DictConfig) -> float:
                 dataset.test["lyrics"].head(2).tolist(),
             )
             log.info("model logged: %s", uri)
+            if cfg.mlflow.registered_model_name:
+                version = tracking.register_model(uri, cfg.mlflow.registered_model_name)
+                log.info(
+                    "model registered: models:/%s/%s", cfg.mlflow.registered_model_name, version
+                )
     return validation.metrics["val_macro_f1"]
+
+
+def resume_point(cfg: DictConfig, config: dict, train_path: Path, test_path: Path):
+    """(the run to continue, its checkpoint) for ``training.resume``, else (None, None);
+    checked before any data is loaded."""
+    from genre_exp import checkpoint, tracking
+    from genre_exp.data import file_digest
+
+    run_id = cfg.training.resume
+    if not run_id:
+        return None, None
+    digests = {"train": file_digest(train_path), "test": file_digest(test_path)}
+    target = tracking.resume_target(cfg.mlflow.tracking_uri, run_id, config, digests)
+    saved = checkpoint.load(checkpoint.folder(target.output_dir))
+    if saved is None:
+        raise ConfigError(
+            f"training.resume={run_id}: no checkpoint in {checkpoint.folder(target.output_dir)} "
+            "(the run stopped before its first epoch ended, or the folder is gone)"
+        )
+    if saved.epoch >= cfg.training.epochs:
+        raise ConfigError(
+            f"training.resume={run_id}: the checkpoint is after epoch {saved.epoch}, and "
+            f"training.epochs={cfg.training.epochs}; raise training.epochs to train on"
+        )
+    return target, saved
 
 
 @hydra.main(
@@ -230,10 +301,10 @@ def _failed_in_sweep(cfg: DictConfig, error: str) -> float:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["data"]:
-        from genre_exp.data.commands import main as data_main
+    if sys.argv[1:2] and sys.argv[1] in COMMANDS:
+        import importlib
 
-        data_main(sys.argv[2:])
+        importlib.import_module(COMMANDS[sys.argv[1]]).main(sys.argv[2:])
         return
     if sys.argv[1:2] == ["compare"]:
         from genre_exp.compare import main as compare_main

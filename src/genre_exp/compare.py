@@ -114,8 +114,9 @@ def run(args: argparse.Namespace, root: Path) -> None:
     import matplotlib.pyplot as plt
 
     from genre_exp import plots, tracking
+    from genre_exp.config import tracking_uri
 
-    uri = tracking.default_tracking_uri(args.tracking_uri, root)
+    uri = tracking_uri(args.tracking_uri)
     runs = tracking.search_runs(uri, args.experiment, args.filter, args.sweep)
     table = comparison_table(runs, args.metric)
     out = args.out or root / "outputs" / "compare" / (

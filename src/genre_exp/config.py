@@ -42,6 +42,17 @@ def project_root() -> str:
     return str(root if root else Path.cwd().resolve())
 
 
+def tracking_uri(explicit: str | None = None) -> str:
+    """The MLflow store outside a Hydra run (``predict``, ``promote``, ``data report``): the
+    given URI, else ``$MLFLOW_TRACKING_URI``, else SQLite under the project root, the same
+    default as ``conf/mlflow/default.yaml``."""
+    return (
+        explicit
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{project_root()}/mlruns/mlflow.db"
+    )
+
+
 class LabelMode(StrEnum):
     error = "error"
     drop = "drop"
@@ -146,6 +157,8 @@ class TrainingConfig:
     seed: int = 42
     # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch (the readable choice in logs).
     verbose: int = 1
+    # The id of a killed run to continue from its last checkpoint, in the same MLflow run.
+    resume: str | None = None
 
 
 @dataclass
@@ -156,6 +169,8 @@ class MlflowConfig:
     artifact_location: str | None = None
     run_name: str | None = None
     log_model: bool = True
+    # Also register the logged model as a new version of this registered model; null: don't.
+    registered_model_name: str | None = None
 
 
 @dataclass

@@ -13,13 +13,14 @@ import subprocess
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from hydra.experimental.callback import Callback
 
-from genre_exp.errors import TrackingError
+from genre_exp.errors import ConfigError, DataError, TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,8 @@ def connect(tracking_uri: str, experiment_name: str, artifact_location: str | No
     except TrackingError:
         raise
     except Exception as exc:  # any store failure: bad URI, server down, unreadable database
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrackingError(
-            f"mlflow.tracking_uri={tracking_uri}: store unusable ({first})"
+            f"mlflow.tracking_uri={tracking_uri}: store unusable ({_first_line(exc)})"
         ) from None
 
 
@@ -158,16 +158,21 @@ def run(
     run_name: str,
     tags: Mapping[str, str],
     log_file: Path | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[Any]:
     """One MLflow run for one job, closed FINISHED, FAILED (with the error as a tag) or KILLED
-    on any exit, so no run is ever left RUNNING. Inside a sweep it is the sweep parent's child."""
+    on any exit, so no run is ever left RUNNING. Inside a sweep it is the sweep parent's child.
+    With ``resume_run_id`` the job continues that run instead of starting one."""
     import mlflow
 
     tags = dict(tags)
     parent = os.environ.get(PARENT_ENV)
-    if parent:
-        tags |= {"mlflow.parentRunId": parent, SWEEP_TAG: parent}
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    if resume_run_id:
+        active = mlflow.start_run(run_id=resume_run_id, tags=tags)
+    else:
+        if parent:
+            tags |= {"mlflow.parentRunId": parent, SWEEP_TAG: parent}
+        active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     global last_started_run
     last_started_run = active.info.run_id
     status = "FINISHED"
@@ -183,12 +188,14 @@ def run(
     finally:
         if log_file is not None and log_file.is_file():
             with contextlib.suppress(Exception):
-                mlflow.log_artifact(str(log_file), "hydra")
+                # A resumed run keeps the killed job's log beside the resuming job's.
+                mlflow.log_artifact(str(log_file), "hydra/resumed" if resume_run_id else "hydra")
         mlflow.end_run(status)
 
 
-def epoch_logger():
-    """Keras callback logging every epoch's logs (loss, accuracy, val_*, val_macro_f1)."""
+def epoch_logger(resumed: bool = False):
+    """Keras callback logging every epoch's logs (loss, accuracy, val_*, val_macro_f1), at the
+    epoch's number as step."""
     from mlflow.keras import MlflowCallback
 
     class EpochLogger(MlflowCallback):
@@ -197,14 +204,86 @@ def epoch_logger():
         def on_test_end(self, logs=None):
             return None
 
+        def on_train_begin(self, logs=None):
+            # The killed run logged the optimizer's params; MLflow refuses changed values (a
+            # learning rate cut on a plateau would be one).
+            if not resumed:
+                super().on_train_begin(logs)
+
     return EpochLogger()
+
+
+def config_params(config: Mapping[str, Any]) -> dict[str, str]:
+    """The resolved config as MLflow params: flattened, None as 'null', values capped."""
+    return {k: ("null" if v is None else str(v))[:6000] for k, v in flatten(config).items()}
+
+
+@dataclass
+class ResumeTarget:
+    run_id: str
+    # The killed job's Hydra folder, which holds its checkpoint.
+    output_dir: Path
+
+
+RESUMABLE_PREFIXES = ("data.", "model.")
+
+
+def resume_target(
+    tracking_uri: str, run_id: str, config: Mapping[str, Any], digests: Mapping[str, str]
+) -> ResumeTarget:
+    """The run ``training.resume`` names, checked: it exists, has not finished, and was trained
+    on the same data files with the same data and model settings as ``config``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    where = f"training.resume={run_id}"
+    try:
+        found = mlflow.MlflowClient(tracking_uri).get_run(run_id)
+    except MlflowException:
+        raise TrackingError(f"{where}: no such run in {tracking_uri}") from None
+    if found.info.status == "FINISHED":
+        raise ConfigError(f"{where}: the run is already FINISHED; there is nothing to resume")
+    tags = dict(found.data.tags)
+    if not tags.get("hydra_output_dir"):
+        raise ConfigError(f"{where}: the run has no hydra_output_dir tag, so no checkpoint")
+    params = dict(found.data.params)
+    for key, value in config_params(config).items():
+        if key.startswith(RESUMABLE_PREFIXES) and key in params and params[key] != value:
+            raise ConfigError(
+                f"{where}: {key}={value} but the run was trained with {key}={params[key]}; "
+                "resume with the run's data and model settings"
+            )
+    for split, digest in digests.items():
+        recorded = tags.get(f"data.{split}_sha256")
+        if recorded and recorded != digest:
+            raise DataError(
+                f"{where}: the {split} file changed since the run started (sha256 {digest[:12]}, "
+                f"the run recorded {recorded[:12]})"
+            )
+    return ResumeTarget(run_id=run_id, output_dir=Path(tags["hydra_output_dir"]))
+
+
+def metric_history(run_id: str, keys: list[str]) -> dict[str, list[float]]:
+    """Each metric's value per step of the active store's run (the last value logged at a step
+    wins), in step order: a resumed run's whole learning curve."""
+    import mlflow
+
+    mlflow.flush_async_logging()
+    client = mlflow.MlflowClient()
+    history: dict[str, list[float]] = {}
+    for key in keys:
+        by_step = {}
+        for point in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+            by_step[point.step] = point.value
+        if by_step:
+            history[key] = [by_step[s] for s in sorted(by_step)]
+    return history
 
 
 def log_config(config: Mapping[str, Any], overrides: list[str], output_dir: str | None) -> None:
     import mlflow
 
-    params = {k: ("null" if v is None else str(v))[:6000] for k, v in flatten(config).items()}
-    mlflow.log_params(params)
+    mlflow.log_params(config_params(config))
     mlflow.set_tags(
         {
             "hydra_overrides": " ".join(overrides) or "(none)",
@@ -324,10 +403,125 @@ def log_model(export_model, genres: list[str], example_texts: list[str]) -> str:
     return info.model_uri
 
 
-def default_tracking_uri(explicit: str | None, root: Path) -> str:
-    """For the commands outside Hydra: the flag, else $MLFLOW_TRACKING_URI, else the project's
-    SQLite store (the same default as ``mlflow.tracking_uri``)."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root}/mlruns/mlflow.db"
+MODEL_URI_FORMS = "runs:/<run id>/model, models:/<name>/<version> or models:/<name>@<alias>"
+
+
+def _require_store(tracking_uri: str, what: str) -> None:
+    db = _sqlite_file(tracking_uri)
+    if db is not None and not db.is_file():
+        raise TrackingError(f"{what}: no MLflow store at {tracking_uri}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_model(tracking_uri: str, model_uri: str):
+    """The logged pyfunc model behind ``model_uri``; an unknown run, model, version or alias
+    is one line naming it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if not model_uri.startswith(("runs:/", "models:/")):
+        raise TrackingError(f"model {model_uri!r}: expected {MODEL_URI_FORMS}")
+    _require_store(tracking_uri, f"model {model_uri}")
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as exc:
+        raise TrackingError(
+            f"model {model_uri}: cannot be loaded from {tracking_uri} ({_first_line(exc)})"
+        ) from None
+
+
+CHAMPION = "champion"
+
+
+def register_model(model_uri: str, name: str) -> str:
+    """A new version of registered model ``name`` for a logged model; returns the version."""
+    import mlflow
+
+    return str(mlflow.register_model(model_uri, name).version)
+
+
+@dataclass
+class Promotion:
+    name: str
+    version: str
+    run_id: str
+    run_name: str
+    metric: str
+    value: float
+    registered_now: bool
+
+
+def promote(
+    tracking_uri: str,
+    experiment_name: str,
+    metric: str,
+    model_name: str | None = None,
+    sweep_id: str | None = None,
+) -> Promotion:
+    """Point the ``champion`` alias of ``model_name`` (default: the experiment's name) at the
+    model of the best finished run of an experiment, or of one sweep, by ``metric`` (lowest for
+    a loss, else highest), registering that model first if it is not registered yet."""
+    import mlflow
+
+    where = f"--experiment {experiment_name}" + (f" --sweep {sweep_id}" if sweep_id else "")
+    _require_store(tracking_uri, where)
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise TrackingError(f"{where}: no such experiment in {tracking_uri}")
+    query = "attributes.status = 'FINISHED'"
+    if sweep_id:
+        query += f" and tags.{SWEEP_TAG} = '{_quoted(sweep_id)}'"
+    runs = [
+        r
+        for r in client.search_runs([experiment.experiment_id], query, max_results=50000)
+        # A sweep's parent only summarises its children.
+        if r.data.tags.get("sweep") != "parent" and metric in r.data.metrics
+    ]
+    if not runs:
+        raise TrackingError(f"{where}: no finished run has the metric {metric!r}")
+    pick = min if metric.endswith("loss") else max
+    best = pick(runs, key=lambda r: r.data.metrics[metric])
+    run_id = best.info.run_id
+    name = model_name or experiment_name
+    versions = client.search_model_versions(
+        f"name = '{_quoted(name)}' and run_id = '{run_id}'", max_results=1000
+    )
+    registered_now = not versions
+    if versions:
+        version = str(max(int(v.version) for v in versions))
+    else:
+        logged = client.search_logged_models(
+            [experiment.experiment_id],
+            filter_string=f"source_run_id = '{run_id}' AND name = 'model'",
+        )
+        if not logged:
+            raise TrackingError(
+                f"{where}: the best run {run_id} ({metric}={best.data.metrics[metric]:.4g}) "
+                "has no logged model (trained with mlflow.log_model=false?)"
+            )
+        mlflow.set_tracking_uri(tracking_uri)
+        version = register_model(logged[-1].model_uri, name)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return Promotion(
+        name=name,
+        version=version,
+        run_id=run_id,
+        run_name=best.info.run_name,
+        metric=metric,
+        value=best.data.metrics[metric],
+        registered_now=registered_now,
+    )
+
+
+def _quoted(value: str) -> str:
+    """A value inside a single-quoted MLflow search filter."""
+    return value.replace("'", "\\'")
 
 
 def search_runs(
@@ -337,9 +531,7 @@ def search_runs(
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    db = _sqlite_file(tracking_uri)
-    if db is not None and not db.is_file():
-        raise TrackingError(f"no MLflow store at {tracking_uri}")
+    _require_store(tracking_uri, f"--experiment {experiment_name}")
     client = mlflow.MlflowClient(tracking_uri)
     if client.get_experiment_by_name(experiment_name) is None:
         names = [e.name for e in client.search_experiments()]
@@ -372,9 +564,7 @@ def require_run(tracking_uri: str, run_id: str) -> None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    db = _sqlite_file(tracking_uri)
-    if db is not None and not db.is_file():
-        raise TrackingError(f"--run-id {run_id}: no MLflow store at {tracking_uri}")
+    _require_store(tracking_uri, f"--run-id {run_id}")
     try:
         mlflow.MlflowClient(tracking_uri).get_run(run_id)
     except MlflowException:

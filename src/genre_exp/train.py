@@ -66,16 +66,22 @@ def fit(
     n_classes: int,
     training: Any,
     extra_callbacks: Sequence[Any] = (),
+    initial_epoch: int = 0,
 ):
-    """Fit ``model`` as ``training`` (the training config group) says; returns Keras' History."""
+    """Fit ``model`` as ``training`` (the training config group) says, from ``initial_epoch``
+    on (epochs are numbered from 0, so a resumed run's epochs keep their numbers); returns
+    Keras' History."""
     import keras
 
     keras.utils.set_random_seed(training.seed)
-    model.compile(
-        optimizer=make_optimizer(str(training.optimizer), training.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    # A classifier restored from a checkpoint comes compiled with its optimizer's state, which
+    # compiling again would throw away.
+    if not getattr(model, "compiled", False):
+        model.compile(
+            optimizer=make_optimizer(str(training.optimizer), training.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
     callbacks: list[Any] = [
         macro_f1_callback(x_val, y_val, n_classes, max(training.batch_size, 256))
     ]
@@ -108,6 +114,7 @@ def fit(
         y_train,
         validation_data=(x_val, y_val),
         epochs=training.epochs,
+        initial_epoch=initial_epoch,
         batch_size=training.batch_size,
         class_weight=class_weights(y_train, n_classes, str(training.class_weight)),
         callbacks=callbacks,

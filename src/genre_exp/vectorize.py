@@ -41,6 +41,26 @@ def build_vectorizer(
     return vectorizer
 
 
+def vectorizer_from_vocabulary(
+    vocabulary: Sequence[str],
+    vocab_size: int,
+    sequence_length: int,
+    standardize: str = "lower_and_strip_punctuation",
+):
+    """The vectoriser a run adapted, rebuilt from its saved vocabulary (padding and OOV token
+    included, as ``get_vocabulary()`` returns it), so a resumed run maps text to the same ids."""
+    from keras import layers
+
+    return layers.TextVectorization(
+        max_tokens=vocab_size,
+        output_mode="int",
+        output_sequence_length=sequence_length,
+        standardize=standardize,
+        vocabulary=list(vocabulary),
+        name="vectorizer",
+    )
+
+
 def vectorize(vectorizer, texts: Sequence[str], batch_size: int = 2048) -> np.ndarray:
     """Token ids, shape (len(texts), sequence_length), int32; 0 is padding."""
     chunks = [

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from genre_exp.config import project_root
+from genre_exp.config import project_root, tracking_uri
 from genre_exp.errors import GenreExpError
 
 
@@ -106,7 +106,7 @@ def report(args: argparse.Namespace) -> None:
     from genre_exp.data.load import default_folders, resolve_paths
     from genre_exp.data.report import write
 
-    uri = tracking.default_tracking_uri(args.tracking_uri, Path(project_root()))
+    uri = tracking_uri(args.tracking_uri)
     if args.run_id:
         tracking.require_run(uri, args.run_id)  # before any work
     folders = (

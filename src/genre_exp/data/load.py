@@ -143,7 +143,8 @@ def load_split(
     text = frame["lyrics"]
     if not (pd.api.types.is_string_dtype(text) or pd.api.types.is_object_dtype(text)):
         raise DataError(f"{path}: column {columns.text!r} holds {text.dtype}, expected text")
-    not_text = text.notna() & ~text.map(lambda v: isinstance(v, str))
+    # astype: on an empty str column, map() keeps the str dtype, and '&' with it is deprecated.
+    not_text = text.notna() & ~text.map(lambda v: isinstance(v, str)).astype(bool)
     if not_text.any():
         row = int(np.flatnonzero(not_text.to_numpy())[0])
         raise DataError(

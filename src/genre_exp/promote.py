@@ -1,0 +1,53 @@
+"""``genre-exp promote --experiment NAME [--sweep ID] [--metric M] [--name MODEL]`` (also
+``python -m genre_exp.promote``): the best run's model becomes ``models:/<name>@champion``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from genre_exp.config import tracking_uri
+from genre_exp.errors import GenreExpError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="genre-exp promote",
+        description="Set the 'champion' alias on the model of the best finished run of an "
+        "experiment or sweep, registering it first if needed.",
+    )
+    p.add_argument("--experiment", required=True, help="MLflow experiment name")
+    p.add_argument("--sweep", help="only the runs of this sweep (its parent run id)")
+    p.add_argument(
+        "--metric",
+        default="test_macro_f1",
+        help="highest wins; lowest for a metric ending in 'loss' (default: %(default)s)",
+    )
+    p.add_argument("--name", help="registered model name (default: the experiment name)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow store (default: $MLFLOW_TRACKING_URI, else the project's mlruns/mlflow.db)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    from genre_exp import tracking
+
+    args = parser().parse_args(argv)
+    try:
+        promoted = tracking.promote(
+            tracking_uri(args.tracking_uri), args.experiment, args.metric, args.name, args.sweep
+        )
+    except GenreExpError as exc:
+        print(f"genre-exp promote: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    how = "registered and promoted" if promoted.registered_now else "promoted"
+    print(
+        f"models:/{promoted.name}@{tracking.CHAMPION} -> version {promoted.version} ({how}): "
+        f"run {promoted.run_id} ({promoted.run_name}), {promoted.metric}={promoted.value:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
