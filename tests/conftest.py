@@ -7,8 +7,10 @@ Song, Song year, Artist, Genre, Lyrics, Track_id (no language; artist and song a
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,14 +89,18 @@ def kaggle_frames(genres=KAGGLE_GENRES, train_per_genre=None, test_per_genre=4, 
     return pd.DataFrame(train_rows), pd.DataFrame(test_rows)
 
 
-@pytest.fixture
-def kaggle_csv(tmp_path: Path) -> tuple[Path, Path]:
+def write_kaggle_csv(folder: Path) -> tuple[Path, Path]:
     """train.csv and test.csv exactly in Kaggle's layouts, 10 genres, unbalanced train."""
     train, test = kaggle_frames()
-    train_path, test_path = tmp_path / "train.csv", tmp_path / "test.csv"
+    train_path, test_path = folder / "train.csv", folder / "test.csv"
     train.to_csv(train_path, index=False)
     test.to_csv(test_path, index=False)
     return train_path, test_path
+
+
+@pytest.fixture
+def kaggle_csv(tmp_path: Path) -> tuple[Path, Path]:
+    return write_kaggle_csv(tmp_path)
 
 
 @pytest.fixture
@@ -161,3 +167,29 @@ def no_tracking_uri_leak():
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     if saved is not None:
         os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def interrupt_when(
+    args: list[str], ready, signum: int = signal.SIGTERM, timeout: float = 180
+) -> subprocess.CompletedProcess:
+    """Start the CLI, send ``signum`` once ``ready()`` is true, and return how it ended."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "genre_exp", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert process.poll() is None, process.stderr.read()
+            if time.monotonic() > deadline:
+                pytest.fail(f"not ready to interrupt after {timeout:.0f} s")
+            time.sleep(0.3)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    return subprocess.CompletedProcess(process.args, process.returncode, "", stderr)

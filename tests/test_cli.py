@@ -8,12 +8,18 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import KAGGLE_GENRES, run_cli, tiny_overrides, tracking_uri
+from conftest import (
+    KAGGLE_GENRES,
+    interrupt_when,
+    run_cli,
+    tiny_overrides,
+    tracking_uri,
+    write_kaggle_csv,
+)
 
 from genre_exp.evaluate import metric_safe
 
@@ -57,12 +63,8 @@ def artifact_paths(client, run_id: str, path: str = "") -> set[str]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One real run: lstm_dropout on balanced Kaggle-layout CSVs."""
-    from conftest import kaggle_frames
-
     root = tmp_path_factory.mktemp("project")
-    train, test = kaggle_frames()
-    train.to_csv(root / "train.csv", index=False)
-    test.to_csv(root / "test.csv", index=False)
+    write_kaggle_csv(root)
     result = run_cli(
         [
             "model=lstm_dropout",
@@ -251,7 +253,6 @@ def test_unreachable_tracking_server_fails_at_start(tmp_path, kaggle_csv):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_training_ends_killed_with_its_metrics(tmp_path, kaggle_csv, signum):
-    import os
 
     overrides = [
         *tiny_overrides(tmp_path, *kaggle_csv),
@@ -259,32 +260,17 @@ def test_interrupted_training_ends_killed_with_its_metrics(tmp_path, kaggle_csv,
         "training.early_stopping.enabled=false",
         "mlflow.log_model=false",
     ]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "genre_exp", *overrides],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            # Touch the store only once the job has created it: two processes creating one
-            # SQLite store at once race on its tables.
-            logs = [p.read_text() for p in (tmp_path / "outputs").rglob("genre_exp.log")]
-            runs = all_runs(tmp_path) if any("MLflow run" in text for text in logs) else []
-            if runs and client_for(tmp_path).get_metric_history(runs[0].info.run_id, "loss"):
-                break
-            assert process.poll() is None, process.stderr.read()
-            time.sleep(0.5)
-        else:
-            pytest.fail("training never logged an epoch")
-        process.send_signal(signum)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr[-2000:]
+
+    def first_epoch_logged() -> bool:
+        # Touch the store only once the job has created it: two processes creating one
+        # SQLite store at once race on its tables.
+        logs = [p.read_text() for p in (tmp_path / "outputs").rglob("genre_exp.log")]
+        runs = all_runs(tmp_path) if any("MLflow run" in text for text in logs) else []
+        return bool(runs and client_for(tmp_path).get_metric_history(runs[0].info.run_id, "loss"))
+
+    ended = interrupt_when(overrides, first_epoch_logged, signum)
+    stderr = ended.stderr
+    assert ended.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr
     (run,) = all_runs(tmp_path)
     assert run.info.status == "KILLED"

@@ -4,15 +4,10 @@ subprocesses, real SQLite store, real Keras training)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, tiny_overrides, tracking_uri
+from conftest import interrupt_when, run_cli, tiny_overrides, tracking_uri
 
 pytestmark = pytest.mark.slow
 
@@ -37,29 +32,13 @@ def error_lines(stderr: str) -> list[str]:
 
 def kill_after_epochs(root: Path, overrides: list[str], epochs: int) -> None:
     """Train 'forever' and SIGTERM the job once its checkpoint holds ``epochs`` epochs."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "genre_exp", *overrides, "training.epochs=100000"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            states = list((root / "outputs").rglob("checkpoint/state.json"))
-            if states and json.loads(states[0].read_text())["epoch"] >= epochs:
-                break
-            assert process.poll() is None, process.stderr.read()
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"no checkpoint after {epochs} epochs")
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr[-2000:]
+
+    def checkpointed() -> bool:
+        states = list((root / "outputs").rglob("checkpoint/state.json"))
+        return bool(states) and json.loads(states[0].read_text())["epoch"] >= epochs
+
+    ended = interrupt_when([*overrides, "training.epochs=100000"], checkpointed)
+    assert ended.returncode == 130, ended.stderr[-2000:]
 
 
 def test_killed_run_resumes_in_the_same_run_and_finishes(tmp_path, kaggle_csv):

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, tiny_overrides, tracking_uri
+from conftest import run_cli, tiny_overrides, tracking_uri, write_kaggle_csv
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 pytestmark = [
@@ -43,12 +43,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
     """A store filled by a real two-job sweep, and ``mlflow ui`` serving it on loopback."""
-    from conftest import kaggle_frames
-
     root = tmp_path_factory.mktemp("ui")
-    train, test = kaggle_frames()
-    train.to_csv(root / "train.csv", index=False)
-    test.to_csv(root / "test.csv", index=False)
+    write_kaggle_csv(root)
     sweep = run_cli(
         [
             "-m",

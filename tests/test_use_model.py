@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import KAGGLE_GENRES, kaggle_frames, run_cli, tiny_overrides, tracking_uri
+from conftest import (
+    KAGGLE_GENRES,
+    run_cli,
+    tiny_overrides,
+    tracking_uri,
+    write_kaggle_csv,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +42,7 @@ def project(tmp_path_factory):
     """Run A registers its model as MODEL; run B (another seed, tagged as a sweep's job) does
     not."""
     root = tmp_path_factory.mktemp("use")
-    train, test = kaggle_frames()
-    train.to_csv(root / "train.csv", index=False)
-    test.to_csv(root / "test.csv", index=False)
+    write_kaggle_csv(root)
     base = tiny_overrides(root, root / "train.csv", root / "test.csv")
     first = run_cli([*base, f"mlflow.registered_model_name={MODEL}", "mlflow.run_name=a"])
     assert first.returncode == 0, first.stderr[-3000:]
