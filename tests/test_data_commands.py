@@ -79,6 +79,10 @@ def test_prepare_counts_and_overlap_are_exact(tmp_path):
     assert len(train) == 14 and len(test) == 9
     assert test["lyrics"].str.contains("café\u2019s").sum() == 1
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == s
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("train.parquet", "test.parquet", "summary.json"):
+        assert (tmp_path / "out" / name).stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_drop_overlap_removes_test_songs_from_train(tmp_path):
@@ -269,6 +273,11 @@ def test_resolution_order(tmp_path, monkeypatch):
     train, test, origin = resolve_paths(
         "/a/train.csv", "/a/test.csv", default_folders(tmp_path / "data")
     )
+
+    # A $GENRE_EXP_DATA that holds no data is an error, not a folder to skip.
+    monkeypatch.setenv("GENRE_EXP_DATA", str(tmp_path / "nothing-here"))
+    with pytest.raises(DataError, match=r"\$GENRE_EXP_DATA=.*nothing-here: no train and test"):
+        resolve_paths(None, None, default_folders(tmp_path / "data"))
     assert (str(train), str(test)) == ("/a/train.csv", "/a/test.csv")
 
 

@@ -47,6 +47,14 @@ def test_options_add_their_layers():
     assert model.get_layer("bilstm").output.shape[-1] == 12
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"), [("lstm_units", 0), ("embedding_dim", -1), ("dense_units", -2)]
+)
+def test_impossible_sizes_are_refused(setting, value):
+    with pytest.raises(ConfigError, match=rf"model\.{setting}={value}: expected an integer"):
+        build_classifier(100, 20, 3, **{setting: value})
+
+
 def test_bad_dropout_is_refused():
     with pytest.raises(ConfigError, match=r"model\.dropout=1\.0"):
         build_classifier(100, 20, 3, dropout=1.0)
@@ -135,3 +143,38 @@ def test_plots_render(tmp_path):
         figure.savefig(tmp_path / f"{name}.png")
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     assert len(learning_curves_figure(history).axes) == 3
+
+
+def test_same_seed_same_training():
+    from types import SimpleNamespace
+
+    from genre_exp.train import fit, seed_everything
+
+    rng = np.random.default_rng(0)
+    texts = [make_lyrics(g, rng) for g in KAGGLE_GENRES[:3] for _ in range(20)]
+    labels = np.repeat(np.arange(3), 20)
+    vectorizer = build_vectorizer(texts, vocab_size=60, sequence_length=12)
+    ids = vectorize(vectorizer, texts)
+    off = SimpleNamespace(enabled=False)
+    training = SimpleNamespace(
+        seed=7,
+        optimizer="adam",
+        learning_rate=0.01,
+        early_stopping=off,
+        reduce_lr=off,
+        epochs=3,
+        batch_size=8,
+        class_weight="none",
+        verbose=0,
+    )
+
+    def once():
+        seed_everything(training.seed)
+        model = build_classifier(60, 12, 3, embedding_dim=4, lstm_units=4, dropout=0.3)
+        history = fit(model, ids, labels, ids[::3], labels[::3], 3, training)
+        return history.history["loss"], model.get_weights()
+
+    (loss_a, weights_a), (loss_b, weights_b) = once(), once()
+    assert loss_a == loss_b
+    for a, b in zip(weights_a, weights_b, strict=True):
+        np.testing.assert_array_equal(a, b)

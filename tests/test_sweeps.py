@@ -33,7 +33,6 @@ def test_optuna_search_resumes_where_it_stopped(tmp_path, kaggle_csv):
         "hparams_search=lstm_optuna",
         *quick(tmp_path, *kaggle_csv),
         "hydra.sweeper.study_name=resume-test",
-        "hydra.sweeper.sampler.n_startup_trials=1",
     ]
     first = run_cli([*args, "hydra.sweeper.n_trials=2"])
     assert first.returncode == 0, first.stderr[-3000:]

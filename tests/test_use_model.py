@@ -137,7 +137,7 @@ def promote(root: Path, *args: str) -> subprocess.CompletedProcess:
 def test_promote_aliases_the_best_run_registering_it_if_needed(project):
     root, a, b = project
     client = client_for(root)
-    best = max([a, b], key=lambda r: r.data.metrics["test_macro_f1"])
+    best = max([a, b], key=lambda r: r.data.metrics["final_val_macro_f1"])
 
     result = promote(root, "--experiment", "tests", "--name", MODEL)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -167,7 +167,7 @@ def test_promote_errors_are_one_line(project):
     client = client_for(root)
     experiment = client.get_experiment_by_name("tests").experiment_id
     modelless = client.create_run(experiment, tags={"sweep_id": "no-model"})
-    client.log_metric(modelless.info.run_id, "test_macro_f1", 0.99)
+    client.log_metric(modelless.info.run_id, "final_val_macro_f1", 0.99)
     client.set_terminated(modelless.info.run_id, "FINISHED")
     for args, expected in [
         (["--experiment", "nope"], "--experiment nope: no such experiment in"),
@@ -175,7 +175,7 @@ def test_promote_errors_are_one_line(project):
         (["--experiment", "tests", "--sweep", "none"], "--sweep none: no finished run has"),
         (
             ["--experiment", "tests", "--sweep", "no-model"],
-            f"the best run {modelless.info.run_id} (test_macro_f1=0.99) has no logged model",
+            f"the best run {modelless.info.run_id} (final_val_macro_f1=0.99) has no logged model",
         ),
     ]:
         result = promote(root, *args)

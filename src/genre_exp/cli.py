@@ -149,6 +149,7 @@ def train_and_log(cfg: DictConfig) -> float:
         )
 
         m = cfg.model
+        train.seed_everything(cfg.training.seed)
         if saved is not None:
             classifier = checkpoint.load_classifier(saved)
         else:
@@ -315,7 +316,7 @@ def main() -> None:
         task()
     except KeyboardInterrupt as exc:
         print(
-            f"genre-exp: interrupted ({exc or 'Ctrl-C'}); the MLflow run is marked KILLED",
+            f"genre-exp: interrupted ({str(exc) or 'Ctrl-C'}); the MLflow run is marked KILLED",
             file=sys.stderr,
         )
         sys.exit(130)

@@ -21,6 +21,13 @@ def build_classifier(
     import keras
     from keras import layers
 
+    for name, value, least in (
+        ("embedding_dim", embedding_dim, 1),
+        ("lstm_units", lstm_units, 1),
+        ("dense_units", dense_units, 0),
+    ):
+        if value < least:
+            raise ConfigError(f"model.{name}={value}: expected an integer >= {least}")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"model.dropout={dropout}: expected 0 <= dropout < 1")
     inputs = keras.Input(shape=(sequence_length,), dtype="int32", name="token_ids")

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -623,7 +624,12 @@ class SweepCallback(Callback):
         log.info("MLflow sweep parent run %s", self.parent_id)
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
-        self._close("FINISHED")
+        # Hydra calls this from a `finally`: an exception in flight means the sweep stopped.
+        stopped = sys.exc_info()[1]
+        if isinstance(stopped, KeyboardInterrupt):
+            self._close("KILLED")
+        else:
+            self._close("FAILED" if stopped is not None else "FINISHED")
 
     def _close(self, status: str) -> None:
         import mlflow
@@ -650,7 +656,11 @@ class SweepCallback(Callback):
                 len(children),
                 parent_id,
             )
-        scored = [c for c in children if SELECTION_METRIC in c.data.metrics]
+        scored = [
+            c
+            for c in children
+            if c.info.status == "FINISHED" and SELECTION_METRIC in c.data.metrics
+        ]
         if scored:
             best = max(scored, key=lambda c: c.data.metrics[SELECTION_METRIC])
             client.set_tag(parent_id, "best_run_id", best.info.run_id)

@@ -21,6 +21,18 @@ def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, fl
     }
 
 
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and TensorFlow seeds, and deterministic kernels. Call before building the
+    model: its initial weights and dropout streams are drawn when its layers are made."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    # Seeds alone still leave multi-threaded kernels free to sum in any order: the same config
+    # must give the same numbers, or comparing runs means comparing noise.
+    tf.config.experimental.enable_op_determinism()
+
+
 def make_optimizer(name: str, learning_rate: float):
     from keras import optimizers
 
@@ -73,7 +85,6 @@ def fit(
     Keras' History."""
     import keras
 
-    keras.utils.set_random_seed(training.seed)
     # A classifier restored from a checkpoint comes compiled with its optimizer's state, which
     # compiling again would throw away.
     if not getattr(model, "compiled", False):

@@ -278,6 +278,11 @@ def resolve_paths(
             looked.append(f"{label} (unset)")
             continue
         found = {s: find_split_file(folder, s) for s in DATA_FILES}
+        if not all(found.values()) and label.startswith("$"):
+            # A variable the user set is a choice, not a hint: never skip it silently.
+            raise DataError(
+                f"{label}={folder}: no train and test .parquet or .csv there; fix or unset it"
+            )
         if all(found.values()):
             return (
                 Path(train_path) if train_path else found["train"],

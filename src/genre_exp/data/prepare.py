@@ -158,6 +158,8 @@ def write_atomically(files: dict[Path, Callable[[Path], object]]) -> None:
     """Write every file to a temporary name beside it, then rename them all: an error or a
     kill part-way leaves the earlier files whole (``os.replace`` is atomic on one filesystem)."""
     temporary: dict[Path, Path] = {}
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         for target, write in files.items():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +167,8 @@ def write_atomically(files: dict[Path, Callable[[Path], object]]) -> None:
             os.close(handle)
             temporary[target] = Path(name)
             write(Path(name))
+            # mkstemp makes owner-only files; these are shared data like any other output.
+            os.chmod(name, 0o666 & ~umask)
         for target, name in temporary.items():
             os.replace(name, target)
     finally:

@@ -47,5 +47,10 @@ class ResumableOptunaSweeper(OptunaSweeper):
     def sweep(self, arguments: list[str]) -> None:
         impl = self.sweeper
         if impl.storage and impl.study_name:
-            impl.n_trials = remaining_trials(impl.storage, impl.study_name, impl.n_trials)
+            remaining = remaining_trials(impl.storage, impl.study_name, impl.n_trials)
+            if remaining < impl.n_trials:
+                # A seeded sampler restarts its random stream in every process, so a resumed
+                # study would draw its first trials' parameters again.
+                impl.sampler.reseed_rng()
+            impl.n_trials = remaining
         return super().sweep(arguments)
