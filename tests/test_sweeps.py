@@ -100,3 +100,28 @@ def test_submitit_local_launcher_and_a_job_failing_before_its_run(tmp_path, kagg
     assert "missing.csv: file not found" in failed.data.tags["error"]
     assert failed.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert parent.data.metrics["sweep_failed"] == 1
+
+
+def test_interrupted_sweep_ends_its_parent_killed(tmp_path, kaggle_csv):
+    import signal
+
+    from conftest import interrupt_when
+
+    args = [
+        "-m",
+        "model=lstm,lstm_dropout",
+        *quick(tmp_path, *kaggle_csv),
+        "training.epochs=100000",
+        "training.early_stopping.enabled=false",
+    ]
+
+    def training() -> bool:
+        logs = [p.read_text() for p in (tmp_path / "outputs").rglob("genre_exp.log")]
+        return any("MLflow run" in text for text in logs)
+
+    ended = interrupt_when(args, training, signal.SIGINT)
+    assert ended.returncode == 130, ended.stderr[-2000:]
+    (parent,), children = sweep_runs(tmp_path)
+    assert parent.info.status == "KILLED"
+    assert [c.info.status for c in children] == ["KILLED"]
+    assert "best_run_id" not in parent.data.tags
