@@ -145,7 +145,7 @@ def test_configured_genre_missing_from_training_data_is_an_error(kaggle_csv):
         (
             "latin1.csv",
             "Genre,Lyrics\nPop,caf\xe9 song\n".encode("latin-1"),
-            r"latin1\.csv: not valid UTF-8 text \(byte \d+",
+            r"latin1\.csv: not valid UTF-8 text \(a byte b'\\xe9'\); save it as UTF-8",
         ),
         (
             "nolyrics.csv",

@@ -155,8 +155,9 @@ class TrainingConfig:
     reduce_lr: ReduceLRConfig = field(default_factory=ReduceLRConfig)
     class_weight: ClassWeight = ClassWeight.none
     seed: int = 42
-    # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch (the readable choice in logs).
-    verbose: int = 1
+    # Keras progress: 0 silent, 1 bar, 2 one line per epoch; null: a bar on a terminal, lines
+    # otherwise (a bar's redraws are noise in a log file).
+    verbose: int | None = None
     # The id of a killed run to continue from its last checkpoint, in the same MLflow run.
     resume: str | None = None
 

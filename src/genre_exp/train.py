@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,7 +131,9 @@ def fit(
         class_weight=class_weights(y_train, n_classes, str(training.class_weight)),
         callbacks=callbacks,
         shuffle=True,
-        verbose=training.verbose,
+        verbose=training.verbose
+        if training.verbose is not None
+        else (1 if sys.stdout.isatty() else 2),
     )
 
 

@@ -82,7 +82,10 @@ def read_table(path: str | Path, encodings: Sequence[str] = ("utf-8",)) -> pd.Da
             frame.attrs["encoding"] = "parquet"
     except UnicodeDecodeError as exc:
         bad = exc.object[exc.start : exc.start + 1]
-        raise DataError(f"{path}: not valid UTF-8 text (byte {exc.start}: {bad!r})") from None
+        raise DataError(
+            f"{path}: not valid UTF-8 text (a byte {bad!r}); save it as UTF-8, or run "
+            "`genre-exp data prepare`, which also reads Windows-1252"
+        ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({_first_line(exc)})") from None
     except (OSError, ValueError) as exc:
