@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from hydra.experimental.callback import Callback
 
-from genre_exp.errors import ConfigError, DataError, TrackingError
+from genre_exp.errors import ConfigError, DataError, TrackingError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def connect(tracking_uri: str, experiment_name: str, artifact_location: str | No
         raise
     except Exception as exc:  # any store failure: bad URI, server down, unreadable database
         raise TrackingError(
-            f"mlflow.tracking_uri={tracking_uri}: store unusable ({_first_line(exc)})"
+            f"mlflow.tracking_uri={tracking_uri}: store unusable ({first_line(exc)})"
         ) from None
 
 
@@ -413,11 +413,6 @@ def _require_store(tracking_uri: str, what: str) -> None:
         raise TrackingError(f"{what}: no MLflow store at {tracking_uri}")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def load_model(tracking_uri: str, model_uri: str):
     """The logged pyfunc model behind ``model_uri``; an unknown run, model, version or alias
     is one line naming it."""
@@ -432,7 +427,7 @@ def load_model(tracking_uri: str, model_uri: str):
         return mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as exc:
         raise TrackingError(
-            f"model {model_uri}: cannot be loaded from {tracking_uri} ({_first_line(exc)})"
+            f"model {model_uri}: cannot be loaded from {tracking_uri} ({first_line(exc)})"
         ) from None
 
 

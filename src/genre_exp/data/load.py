@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genre_exp.errors import DataError
+from genre_exp.errors import DataError, first_line
 
 # Raw downloads are UTF-8, sometimes with a byte-order mark, sometimes Windows-1252.
 RAW_ENCODINGS = ("utf-8-sig", "cp1252")
@@ -87,9 +87,9 @@ def read_table(path: str | Path, encodings: Sequence[str] = ("utf-8",)) -> pd.Da
             "`genre-exp data prepare`, which also reads Windows-1252"
         ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({_first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable CSV file ({first_line(exc)})") from None
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable {kind} file ({_first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable {kind} file ({first_line(exc)})") from None
     frame.columns = [normalise_column(c) for c in frame.columns]
     return frame
 
@@ -107,11 +107,6 @@ def _read_csv(path: Path, encodings: Sequence[str]) -> pd.DataFrame:
         frame.attrs["encoding"] = encoding
         return frame
     raise ValueError("no encoding to try")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_split(
