@@ -154,6 +154,24 @@ def run_cli(
     )
 
 
+def lstm(
+    vocab_size: int,
+    sequence_length: int,
+    n_classes: int,
+    embedding_dim=128,
+    lstm_units=128,
+    **settings,
+):
+    """An LSTM-family classifier built through the model registry, as training builds it."""
+    from genre_exp.models import Inputs, build_classifier
+    from genre_exp.models.lstm import LstmConfig
+
+    return build_classifier(
+        LstmConfig(embedding_dim=embedding_dim, lstm_units=lstm_units, **settings),
+        Inputs(vocab_size, sequence_length, n_classes),
+    )
+
+
 def tracking_uri(root: Path) -> str:
     return f"sqlite:///{root}/mlruns/mlflow.db"
 

@@ -55,7 +55,7 @@ def make_store(tmp_path):
 
 def compare(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "genre_exp.compare", *args],
+        [sys.executable, "-m", "genre_exp", "compare", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -64,7 +64,7 @@ def compare(*args: str) -> subprocess.CompletedProcess:
 
 def compare_here(capsys, *args: str) -> tuple[int, str, str]:
     """The command in this process (no interpreter start-up): exit code, stdout, stderr."""
-    from genre_exp.compare import main
+    from genre_exp.commands.compare import main
 
     capsys.readouterr()  # what building the store printed is not the command's
     try:

@@ -6,7 +6,10 @@ import pandas as pd
 import pytest
 from conftest import KAGGLE_GENRES, kaggle_frames
 
-from genre_exp.data import Columns, balance, load_dataset, load_split, read_table
+from genre_exp.data.files import read_table
+from genre_exp.data.layout import Columns
+from genre_exp.data.load import load_dataset, load_split
+from genre_exp.data.sampling import balance
 from genre_exp.errors import DataError
 
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from conftest import kaggle_frames
 
-from genre_exp.data import default_folders, resolve_paths
 from genre_exp.data import prepare as prep
+from genre_exp.data.files import default_folders, resolve_paths
 from genre_exp.errors import DataError
 
 
@@ -151,7 +151,7 @@ def test_prepare_errors(tmp_path, setup, pattern):
 
 def data_command(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "genre_exp.data", *args],
+        [sys.executable, "-m", "genre_exp", "data", *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import KAGGLE_GENRES, make_lyrics
+from conftest import KAGGLE_GENRES, lstm, make_lyrics
 
 from genre_exp.errors import ConfigError
 from genre_exp.evaluate import evaluate, metric_safe
-from genre_exp.models import build_classifier, export_model
+from genre_exp.models import export_model
 from genre_exp.train import class_weights
 from genre_exp.vectorize import build_vectorizer, to_strings, vectorize
 
@@ -19,7 +19,7 @@ def layer_names(model) -> list[str]:
 
 def test_seed_model_has_the_notebooks_parameter_count():
     # Embedding(17255, 128, masked) -> Dropout -> LSTM(128) -> Dropout -> Dense(10): 2,341,514.
-    model = build_classifier(17255, 500, 10, embedding_dim=128, lstm_units=128, dropout=0.5)
+    model = lstm(17255, 500, 10, embedding_dim=128, lstm_units=128, dropout=0.5)
     assert model.count_params() == 2_341_514
     assert layer_names(model) == [
         "token_ids",
@@ -33,12 +33,12 @@ def test_seed_model_has_the_notebooks_parameter_count():
 
 
 def test_plain_lstm_has_no_dropout_or_normalisation():
-    model = build_classifier(100, 20, 3)
+    model = lstm(100, 20, 3)
     assert layer_names(model) == ["token_ids", "embedding", "lstm", "genre"]
 
 
 def test_options_add_their_layers():
-    model = build_classifier(
+    model = lstm(
         100, 20, 4, lstm_units=6, bidirectional=True, dropout=0.2, batch_norm=True, dense_units=5
     )
     names = layer_names(model)
@@ -52,12 +52,12 @@ def test_options_add_their_layers():
 )
 def test_impossible_sizes_are_refused(setting, value):
     with pytest.raises(ConfigError, match=rf"model\.{setting}={value}: expected an integer"):
-        build_classifier(100, 20, 3, **{setting: value})
+        lstm(100, 20, 3, **{setting: value})
 
 
 def test_bad_dropout_is_refused():
     with pytest.raises(ConfigError, match=r"model\.dropout=1\.0"):
-        build_classifier(100, 20, 3, dropout=1.0)
+        lstm(100, 20, 3, dropout=1.0)
 
 
 def test_vectorizer_uses_training_vocabulary_and_pads():
@@ -76,9 +76,7 @@ def test_exported_model_takes_raw_strings():
     rng = np.random.default_rng(0)
     texts = [make_lyrics(g, rng) for g in KAGGLE_GENRES[:3] for _ in range(4)]
     vectorizer = build_vectorizer(texts, vocab_size=50, sequence_length=10)
-    classifier = build_classifier(
-        vectorizer.vocabulary_size(), 10, 3, embedding_dim=4, lstm_units=4
-    )
+    classifier = lstm(vectorizer.vocabulary_size(), 10, 3, embedding_dim=4, lstm_units=4)
     exported = export_model(vectorizer, classifier)
     from_text = exported.predict(to_strings(texts[:2]), verbose=0)
     from_ids = classifier.predict(vectorize(vectorizer, texts[:2]), verbose=0)
@@ -170,7 +168,7 @@ def test_same_seed_same_training():
 
     def once():
         seed_everything(training.seed)
-        model = build_classifier(60, 12, 3, embedding_dim=4, lstm_units=4, dropout=0.3)
+        model = lstm(60, 12, 3, embedding_dim=4, lstm_units=4, dropout=0.3)
         history = fit(model, ids, labels, ids[::3], labels[::3], 3, training)
         return history.history["loss"], model.get_weights()
 

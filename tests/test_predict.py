@@ -10,9 +10,7 @@ import pandas as pd
 import pytest
 
 from genre_exp import checkpoint
-from genre_exp.config import project_root, tracking_uri
-from genre_exp.errors import DataError
-from genre_exp.predict import (
+from genre_exp.commands.predict import (
     check_output,
     is_path,
     predict_probabilities,
@@ -20,6 +18,8 @@ from genre_exp.predict import (
     result_frame,
     write,
 )
+from genre_exp.config import project_root, tracking_uri
+from genre_exp.errors import DataError
 
 GENRES = ["Rock", "Pop", "R&B"]
 
@@ -136,8 +136,8 @@ def test_result_frame_and_its_files(tmp_path, capsys):
 
 def test_checkpoint_round_trip_and_rebuilt_vectoriser(tmp_path):
     import keras
+    from conftest import lstm
 
-    from genre_exp.models import build_classifier
     from genre_exp.vectorize import build_vectorizer, vectorize, vectorizer_from_vocabulary
 
     where = checkpoint.folder(tmp_path)
@@ -145,7 +145,7 @@ def test_checkpoint_round_trip_and_rebuilt_vectoriser(tmp_path):
     texts = ["Rock and roll é", "pop pop music", "rhythm and blues"]
     vectorizer = build_vectorizer(texts, vocab_size=20, sequence_length=6)
     checkpoint.save_vocabulary(where, vectorizer.get_vocabulary())
-    classifier = build_classifier(vectorizer.vocabulary_size(), 6, 3, 4, 4)
+    classifier = lstm(vectorizer.vocabulary_size(), 6, 3, 4, 4)
     classifier.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     ids = vectorize(vectorizer, texts)
     callback = checkpoint.callback(where)

@@ -104,17 +104,22 @@ def test_killed_run_resumes_in_the_same_run_and_finishes(tmp_path, kaggle_csv):
 
 def test_resume_of_an_unknown_run_or_one_without_checkpoint_is_one_line(tmp_path, kaggle_csv):
     overrides = [*tiny_overrides(tmp_path, *kaggle_csv), "training.epochs=1"]
+    no_store = run_cli([*overrides, f"training.resume={'0' * 32}"])
+    assert no_store.returncode == 1
+    (line,) = error_lines(no_store.stderr)
+    assert f"training.resume={'0' * 32}: no MLflow store at {tracking_uri(tmp_path)}" in line
+    assert not (tmp_path / "mlruns").exists()
+
+    # A run that has no checkpoint: created by hand, as an older version or another tool would.
+    client = client_for(tmp_path)
+    experiment = client.create_experiment("tests")
+    bare = client.create_run(experiment, tags={"hydra_output_dir": str(tmp_path / "gone")})
+    client.set_terminated(bare.info.run_id, "KILLED")
     unknown = run_cli([*overrides, f"training.resume={'0' * 32}"])
     assert unknown.returncode == 1
     (line,) = error_lines(unknown.stderr)
     assert f"training.resume={'0' * 32}: no such run in {tracking_uri(tmp_path)}" in line
     assert "Traceback" not in unknown.stderr
-
-    # A run that has no checkpoint: created by hand, as an older version or another tool would.
-    client = client_for(tmp_path)
-    experiment = client.get_experiment_by_name("tests").experiment_id
-    bare = client.create_run(experiment, tags={"hydra_output_dir": str(tmp_path / "gone")})
-    client.set_terminated(bare.info.run_id, "KILLED")
     missing = run_cli([*overrides, f"training.resume={bare.info.run_id}"])
     assert missing.returncode == 1
     (line,) = error_lines(missing.stderr)

@@ -1,7 +1,9 @@
-"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+"""Typed schemas for every config group: the schema owns the defaults, the YAML files under
+``conf/`` say only what differs. A misspelt key or a value of the wrong type fails at
+composition with Hydra's own message, before any data is read.
 
-Each YAML file in ``conf/<group>/`` names its schema in ``defaults`` so a misspelt key or a
-value of the wrong type fails at composition, with Hydra's own message, before any data is read.
+The root schema ``Config`` types every group; a model family's schema comes from its module
+under ``genre_exp.models`` and is named by the family's YAML (``- /family_<name>@_here_``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
+
+from genre_exp.data.layout import KAGGLE_GENRES, Columns
+from genre_exp.models import FAMILIES, ModelConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -42,15 +47,19 @@ def project_root() -> str:
     return str(root if root else Path.cwd().resolve())
 
 
-def tracking_uri(explicit: str | None = None) -> str:
-    """The MLflow store outside a Hydra run (``predict``, ``promote``, ``data report``): the
-    given URI, else ``$MLFLOW_TRACKING_URI``, else SQLite under the project root, the same
-    default as ``conf/mlflow/default.yaml``."""
+def default_tracking_uri(root: str | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI``, else SQLite under the project root: the default of
+    ``mlflow.tracking_uri`` and of every command's ``--tracking-uri``."""
     return (
-        explicit
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{project_root()}/mlruns/mlflow.db"
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{root or project_root()}/mlruns/mlflow.db"
     )
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """The MLflow store outside a Hydra run (``predict``, ``promote``, ``compare``, ``runs``,
+    ``data report``): the given URI, else the default."""
+    return explicit or default_tracking_uri()
 
 
 class LabelMode(StrEnum):
@@ -76,39 +85,43 @@ class Standardize(StrEnum):
     strip_punctuation = "strip_punctuation"
 
 
+class Monitor(StrEnum):
+    """The per-epoch numbers a callback can watch."""
+
+    loss = "loss"
+    accuracy = "accuracy"
+    val_loss = "val_loss"
+    val_accuracy = "val_accuracy"
+    val_macro_f1 = "val_macro_f1"
+
+
 @dataclass
 class PathsConfig:
-    root_dir: str = MISSING
-    data_dir: str = MISSING
-
-
-@dataclass
-class ColumnsConfig:
-    """Column names after normalisation (lower case, spaces to underscores), so Kaggle's
-    ``Lyrics`` and the Parquet layout's ``lyrics`` are the same column."""
-
-    text: str = "lyrics"
-    label: str = "genre"
-    language: str = "language"
-    artist: str = "artist"
-    song: str = "song"
+    # The project root, resolved once: $GENRE_EXP_ROOT, else the checkout, else the start folder.
+    root_dir: str = "${genre_exp.root:}"
+    # data/raw (downloads) and data/processed (prepared splits, read by default).
+    data_dir: str = "${paths.root_dir}/data"
 
 
 @dataclass
 class DataConfig:
     name: str = MISSING
-    # null: the first folder holding train and test files, of $GENRE_EXP_DATA, data/processed.
+    # CSV or Parquet, by extension. null: the first folder holding train and test files, of
+    # $GENRE_EXP_DATA, then <root>/data/processed (where `genre-exp data prepare` writes).
     train_path: str | None = None
     test_path: str | None = None
-    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
-    genres: list[str] = MISSING
+    columns: Columns = field(default_factory=Columns)
+    # The label order is the model's output order and the order of every table.
+    genres: list[str] = field(default_factory=lambda: list(KAGGLE_GENRES))
     # Which training-split languages to keep; null keeps all. The test split is never filtered:
     # it is the fixed yardstick (and Kaggle's test.csv has no language column).
     languages: list[str] | None = None
+    # Undersample every training genre to the smallest one's count, as the seed did.
     balance: bool = False
     # Rows whose genre is not in ``genres``: stop with an error, or drop them and log the count.
     unknown_genres: LabelMode = LabelMode.error
     val_fraction: float = 0.2
+    # A stratified subsample of the training rows, for quick runs; null: all.
     max_train_rows: int | None = None
     vocab_size: int = 20000
     sequence_length: int = 500
@@ -117,21 +130,9 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
-    name: str = MISSING
-    embedding_dim: int = 128
-    lstm_units: int = 128
-    bidirectional: bool = False
-    dropout: float = 0.0
-    batch_norm: bool = False
-    # Hidden dense layer before the softmax; 0 means none (the seed had none).
-    dense_units: int = 0
-
-
-@dataclass
 class EarlyStoppingConfig:
     enabled: bool = True
-    monitor: str = "val_loss"
+    monitor: Monitor = Monitor.val_loss
     patience: int = 5
     restore_best_weights: bool = True
 
@@ -139,7 +140,7 @@ class EarlyStoppingConfig:
 @dataclass
 class ReduceLRConfig:
     enabled: bool = False
-    monitor: str = "val_accuracy"
+    monitor: Monitor = Monitor.val_accuracy
     patience: int = 3
     factor: float = 0.25
     min_lr: float = 1e-7
@@ -158,19 +159,23 @@ class TrainingConfig:
     # Keras progress: 0 silent, 1 bar, 2 one line per epoch; null: a bar on a terminal, lines
     # otherwise (a bar's redraws are noise in a log file).
     verbose: int | None = None
-    # The id of a killed run to continue from its last checkpoint, in the same MLflow run.
+    # The id of a killed run to continue from its last checkpoint, in the same MLflow run (same
+    # data and model settings; training.epochs may grow).
     resume: str | None = None
 
 
 @dataclass
 class MlflowConfig:
-    tracking_uri: str = MISSING
+    # $MLFLOW_TRACKING_URI wins (e.g. an MLflow server); else a SQLite store in <root>/mlruns.
+    tracking_uri: str = "${genre_exp.tracking_uri:${paths.root_dir}}"
     experiment_name: str = "genre-exp"
     # null: artifacts go beside a SQLite store (<store dir>/artifacts); a server decides its own.
     artifact_location: str | None = None
+    # null: <model>/<data>/<time>
     run_name: str | None = None
     log_model: bool = True
-    # Also register the logged model as a new version of this registered model; null: don't.
+    # Also register the logged model as a new version of this registered model; null: don't
+    # (`genre-exp promote` registers the best run's model when it aliases it).
     registered_model_name: str | None = None
 
 
@@ -181,19 +186,24 @@ class Config:
     model: ModelConfig = MISSING
     training: TrainingConfig = field(default_factory=TrainingConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    # Free-form tags added to the MLflow run, e.g. `+tags.note=baseline`.
     tags: dict[str, Any] = field(default_factory=dict)
 
 
+# The groups whose keys are all in a schema: `+group.key=...` can only add a misspelt key.
+SCHEMA_GROUPS = ("paths", "data", "model", "training", "mlflow")
+
+
 def register_configs() -> None:
+    """The root schema and every model family's schema, as root-level ConfigStore entries
+    (not config groups, so ``--help`` lists only real options)."""
     if not OmegaConf.has_resolver("genre_exp.root"):
         OmegaConf.register_resolver("genre_exp.root", project_root)
+        OmegaConf.register_resolver("genre_exp.tracking_uri", default_tracking_uri)
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
-    cs.store(group="paths", name="base_paths", node=PathsConfig)
-    cs.store(group="data", name="base_data", node=DataConfig)
-    cs.store(group="model", name="base_model", node=ModelConfig)
-    cs.store(group="training", name="base_training", node=TrainingConfig)
-    cs.store(group="mlflow", name="base_mlflow", node=MlflowConfig)
+    cs.store(name="schema", node=Config)
+    for family in FAMILIES.values():
+        cs.store(name=f"family_{family.name}", node=family.schema)
 
 
 register_configs()

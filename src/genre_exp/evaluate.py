@@ -20,6 +20,22 @@ class Evaluation:
     metrics: dict[str, float]
     confusion: pd.DataFrame
     report: str
+    prefix: str = "test"
+
+    def per_genre(self) -> pd.DataFrame:
+        """One row per genre: precision, recall and F1."""
+        return pd.DataFrame(
+            [
+                {
+                    "genre": genre,
+                    **{
+                        m: self.metrics[f"{self.prefix}_{m}_{metric_safe(genre)}"]
+                        for m in ("precision", "recall", "f1")
+                    },
+                }
+                for genre in self.confusion.index
+            ]
+        )
 
 
 def evaluate(
@@ -60,4 +76,4 @@ def evaluate(
     report = classification_report(
         y_true, y_pred, labels=labels, target_names=list(genres), digits=2, zero_division=0
     )
-    return Evaluation(metrics=metrics, confusion=confusion, report=report)
+    return Evaluation(metrics=metrics, confusion=confusion, report=report, prefix=prefix)

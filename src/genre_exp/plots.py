@@ -150,3 +150,10 @@ def per_genre_f1_figure(f1: pd.DataFrame):
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
     return fig
+
+
+def save(figure, path, dpi: int = 110) -> None:
+    """Write ``figure`` to ``path`` (PNG by its name) and free it."""
+    plt = _pyplot()
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)

@@ -6,14 +6,14 @@ spec), so the Keras model travels as an artifact inside this pyfunc wrapper.
 
 from __future__ import annotations
 
-import math
-
 import mlflow.pyfunc
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-TEXT_COLUMN = "lyrics"
+from genre_exp.data.layout import TEXT_COLUMN
+from genre_exp.data.load import NotText, text_cells
+
 BATCH_SIZE = 256
 
 
@@ -34,18 +34,13 @@ def lyrics_from(model_input) -> list[str]:
             f"expected a {TEXT_COLUMN!r} column, got columns {list(model_input.columns)}",
             error_code=INVALID_PARAMETER_VALUE,
         )
-    texts = []
-    for row, value in enumerate(model_input[TEXT_COLUMN].tolist()):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            texts.append("")
-        elif isinstance(value, str):
-            texts.append(value)
-        else:
-            raise MlflowException(
-                f"row {row} of {TEXT_COLUMN!r} is {type(value).__name__}, expected text",
-                error_code=INVALID_PARAMETER_VALUE,
-            )
-    return texts
+    try:
+        return text_cells(model_input[TEXT_COLUMN].tolist())
+    except NotText as exc:
+        raise MlflowException(
+            f"row {exc.row} of {TEXT_COLUMN!r} is {exc.type_name}, expected text",
+            error_code=INVALID_PARAMETER_VALUE,
+        ) from None
 
 
 class GenreClassifier(mlflow.pyfunc.PythonModel):

@@ -8,10 +8,12 @@ from typing import Any
 
 import numpy as np
 
+from genre_exp.selection import EPOCH_METRIC, mode
 
-def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:
+
+def class_weights(labels: np.ndarray, n_classes: int, how: str) -> dict[int, float] | None:
     """sklearn's 'balanced' weights (n_samples / (n_classes * count)), or None."""
-    if mode == "none":
+    if how == "none":
         return None
     from sklearn.utils.class_weight import compute_class_weight
 
@@ -57,7 +59,7 @@ def macro_f1_callback(x_val: np.ndarray, y_val: np.ndarray, n_classes: int, batc
             if logs is None:
                 return
             predicted = self.model.predict(x_val, batch_size=batch_size, verbose=0).argmax(axis=1)
-            logs["val_macro_f1"] = float(
+            logs[EPOCH_METRIC] = float(
                 f1_score(
                     y_val,
                     predicted,
@@ -68,6 +70,19 @@ def macro_f1_callback(x_val: np.ndarray, y_val: np.ndarray, n_classes: int, batc
             )
 
     return ValMacroF1()
+
+
+def stop_when(event):
+    """Keras callback ending training with KeyboardInterrupt once ``event`` is set: a stop the
+    signal handler asked for but whose exception got lost on the way."""
+    import keras
+
+    class StopWhen(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None) -> None:
+            if event.is_set():
+                raise KeyboardInterrupt("stop requested")
+
+    return StopWhen()
 
 
 def fit(
@@ -101,10 +116,10 @@ def fit(
     if stop.enabled:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor=stop.monitor,
+                monitor=str(stop.monitor),
                 patience=stop.patience,
                 restore_best_weights=stop.restore_best_weights,
-                mode=_mode(stop.monitor),
+                mode=mode(str(stop.monitor)),
                 verbose=1,
             )
         )
@@ -112,11 +127,11 @@ def fit(
     if plateau.enabled:
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
-                monitor=plateau.monitor,
+                monitor=str(plateau.monitor),
                 patience=plateau.patience,
                 factor=plateau.factor,
                 min_lr=plateau.min_lr,
-                mode=_mode(plateau.monitor),
+                mode=mode(str(plateau.monitor)),
                 verbose=1,
             )
         )
@@ -135,7 +150,3 @@ def fit(
         if training.verbose is not None
         else (1 if sys.stdout.isatty() else 2),
     )
-
-
-def _mode(monitor: str) -> str:
-    return "min" if monitor.endswith("loss") else "max"

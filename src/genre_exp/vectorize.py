@@ -7,6 +7,8 @@ so a served model takes raw strings.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -75,3 +77,40 @@ def vectorize(vectorizer, texts: Sequence[str], batch_size: int = 2048) -> np.nd
 def to_strings(texts: Sequence[str]):
     """Raw lyrics as the exported model's input tensor."""
     return _string_tensor(texts)
+
+
+@dataclass
+class Splits:
+    """Token ids and genre codes of the three splits."""
+
+    x_train: Any
+    y_train: Any
+    x_val: Any
+    y_val: Any
+    x_test: Any
+    y_test: Any
+    vocab_size: int
+    n_classes: int
+
+    def inputs(self, sequence_length: int):
+        from genre_exp.models import Inputs
+
+        return Inputs(self.vocab_size, sequence_length, self.n_classes)
+
+
+def vectorise_splits(vectorizer, dataset) -> Splits:
+    """Every split's lyrics as token ids, every genre as its index in ``data.genres``."""
+    codes = {g: i for i, g in enumerate(dataset.genres)}
+    parts = (dataset.train, dataset.val, dataset.test)
+    x_train, x_val, x_test = (vectorize(vectorizer, s["lyrics"].tolist()) for s in parts)
+    y_train, y_val, y_test = (s["genre"].map(codes).to_numpy() for s in parts)
+    return Splits(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        x_test,
+        y_test,
+        vocab_size=vectorizer.vocabulary_size(),
+        n_classes=len(dataset.genres),
+    )

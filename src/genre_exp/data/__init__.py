@@ -1,30 +1,5 @@
-"""The data layer: one reader for every layout, and the ``genre-exp data`` commands built on it
-(download, prepare, report)."""
-
-from genre_exp.data.load import (
-    Columns,
-    Dataset,
-    Split,
-    balance,
-    default_folders,
-    file_digest,
-    load_dataset,
-    load_split,
-    normalise_column,
-    read_table,
-    resolve_paths,
-)
-
-__all__ = [
-    "Columns",
-    "Dataset",
-    "Split",
-    "balance",
-    "default_folders",
-    "file_digest",
-    "load_dataset",
-    "load_split",
-    "normalise_column",
-    "read_table",
-    "resolve_paths",
-]
+"""The data layer, pure pandas: where data files are and how to read them (``files``), what
+the data looks like (``layout``), cleaning and a run's data set (``load``, ``sampling``), and
+what ``genre-exp data`` computes (``prepare``, ``download``, ``report``). Nothing here touches
+MLflow, Keras or figures. Import the modules themselves: this package's face stays empty so
+that the config schema can read ``layout`` without loading pandas."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from genre_exp.data.load import DATA_FILES, DATA_SUFFIXES, RAW_ENCODINGS, read_table
+from genre_exp.data.files import DATA_FILES, DATA_SUFFIXES, RAW_ENCODINGS, read_table
 from genre_exp.errors import DataError
 
 COLUMNS = ["artist", "song", "genre", "language", "lyrics"]

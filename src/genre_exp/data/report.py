@@ -1,7 +1,5 @@
-"""``genre-exp data report``: what the data looks like before anything is trained on it.
-
-Genre and language distributions per split and lyric lengths (words) per genre, as PNG files.
-"""
+"""What ``genre-exp data report`` draws, as tables: genre and language counts per split and
+lyric lengths (words) per genre."""
 
 from __future__ import annotations
 
@@ -9,8 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from genre_exp import plots
-from genre_exp.data.load import DATA_FILES, RAW_ENCODINGS, read_table
+from genre_exp.data.files import DATA_FILES, RAW_ENCODINGS, read_table
 
 
 def load_splits(files: dict[str, Path]) -> pd.DataFrame:
@@ -33,30 +30,8 @@ def load_splits(files: dict[str, Path]) -> pd.DataFrame:
 
 
 def counts(table: pd.DataFrame, column: str, top: int | None = None) -> pd.DataFrame:
+    """Rows per value of ``column`` (most common first), one column per split."""
     wide = table.groupby([column, "split"]).size().unstack("split", fill_value=0)
     wide = wide.reindex(columns=[s for s in DATA_FILES if s in wide.columns])
     wide = wide.loc[wide.sum(axis=1).sort_values(ascending=False).index]
     return wide.head(top) if top else wide
-
-
-def figures(table: pd.DataFrame) -> dict[str, object]:
-    genres = counts(table, "genre")
-    return {
-        "genre_distribution.png": plots.distribution_figure(genres, "Genres per split"),
-        "language_distribution.png": plots.distribution_figure(
-            counts(table, "language", top=15), "Languages per split (15 most common)"
-        ),
-        "lyric_lengths.png": plots.lengths_figure(table, list(genres.index)),
-    }
-
-
-def write(files: dict[str, Path], out: Path) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, figure in figures(load_splits(files)).items():
-        figure.savefig(out / name, dpi=110)
-        plt.close(figure)
-        written.append(out / name)
-    return written

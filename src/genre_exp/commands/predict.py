@@ -14,13 +14,13 @@ from pathlib import Path
 import pandas as pd
 
 from genre_exp.config import tracking_uri
+from genre_exp.data.layout import TEXT_COLUMN
 from genre_exp.errors import DataError, GenreExpError
 
 # MLflow's per-file download bars would bury the one progress bar that matters here.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-TEXT_COLUMN = "lyrics"
 OUTPUTS = (".csv", ".json")
 PREVIEW = 40
 
@@ -65,15 +65,14 @@ def is_path(argument: str) -> bool:
 
 def read_inputs(arguments: Sequence[str], column: str = TEXT_COLUMN) -> pd.DataFrame:
     """One row per song: ``input`` (where it came from) and ``lyrics``."""
-    from genre_exp.data import normalise_column, read_table
-    from genre_exp.data.load import READERS
+    from genre_exp.data.files import is_table, normalise_column, read_table
 
     parts = []
     for argument in arguments:
         path = Path(argument)
         if not is_path(argument):
             parts.append(pd.DataFrame({"input": [_preview(argument)], "lyrics": [argument]}))
-        elif path.suffix.lower() in READERS:
+        elif is_table(path):
             parts.append(_table_lyrics(read_table(path), path, normalise_column(column)))
         else:
             parts.append(pd.DataFrame({"input": [str(path)], "lyrics": [_read_text(path)]}))
@@ -102,18 +101,14 @@ def _table_lyrics(frame: pd.DataFrame, path: Path, column: str) -> pd.DataFrame:
             f"{path}: missing column {column!r} (--column); "
             f"columns present: {', '.join(map(str, frame.columns)) or '(none)'}"
         )
+    from genre_exp.data.load import NotText, text_cells
+
     # Normalisation can make two columns one name ('Lyrics', 'lyrics'): the first one counts.
     values = frame.loc[:, frame.columns == column].iloc[:, 0]
-    texts = []
-    for row, value in enumerate(values.tolist()):
-        if value is None or (isinstance(value, float) and value != value):
-            texts.append("")
-        elif isinstance(value, str):
-            texts.append(value)
-        else:
-            raise DataError(
-                f"{path}: column {column!r} row {row} holds {type(value).__name__}, expected text"
-            )
+    try:
+        texts = text_cells(values.tolist())
+    except NotText as exc:
+        raise DataError(f"{path}: column {column!r} {exc}") from None
     return pd.DataFrame({"input": [f"{path}:{i}" for i in range(len(texts))], "lyrics": texts})
 
 
@@ -172,11 +167,11 @@ def write(result: pd.DataFrame, output: Path | None) -> None:
 
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
-    from genre_exp import tracking
+    from genre_exp.tracking.queries import load_model
 
     check_output(args.output)  # before the slow model load
     inputs = read_inputs(args.inputs, args.column)
-    model = tracking.load_model(tracking_uri(args.tracking_uri), args.model_uri)
+    model = load_model(tracking_uri(args.tracking_uri), args.model_uri)
     probabilities = predict_probabilities(model.predict, inputs["lyrics"].tolist(), args.batch_size)
     result = result_frame(inputs, probabilities)
     write(result, args.output)
@@ -192,7 +187,3 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     if args.output is not None:
         print(f"{len(result)} predictions written to {args.output}", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""``genre-exp data {download,prepare,report}`` (also ``python -m genre_exp.data ...``)."""
+"""``genre-exp data {download,prepare,report}``: get, prepare and inspect lyrics data."""
 
 from __future__ import annotations
 
@@ -102,25 +102,52 @@ def run(args: argparse.Namespace) -> None:
 
 
 def report(args: argparse.Namespace) -> None:
-    from genre_exp import tracking
-    from genre_exp.data.load import default_folders, resolve_paths
-    from genre_exp.data.report import write
+    """Figures of genres, languages and lyric lengths per split; with ``--run-id`` also logged
+    to that MLflow run."""
+    from genre_exp.data.files import default_folders, resolve_paths
+    from genre_exp.tracking.queries import require_run
+    from genre_exp.tracking.record import log_files_to_run
 
     uri = tracking_uri(args.tracking_uri)
     if args.run_id:
-        tracking.require_run(uri, args.run_id)  # before any work
+        require_run(uri, args.run_id)  # before any work
     folders = (
         [("--data", args.data)] if args.data else default_folders(Path(project_root()) / "data")
     )
     train, test, origin = resolve_paths(
-        str(args.train) if args.train else None, str(args.test) if args.test else None, folders
+        str(args.train) if args.train else None,
+        str(args.test) if args.test else None,
+        folders,
+        how_to_point="pass --data FOLDER or --train FILE --test FILE",
     )
-    written = write({"train": train, "test": test}, args.out)
+    written = write_report({"train": train, "test": test}, args.out)
     print(f"data from {origin}: {train}, {test}")
     print("written: " + ", ".join(str(p) for p in written))
     if args.run_id:
-        tracking.log_files_to_run(uri, args.run_id, written, "data_report")
+        log_files_to_run(uri, args.run_id, written, "data_report")
         print(f"logged to MLflow run {args.run_id} under data_report/")
+
+
+def write_report(files: dict[str, Path], out: Path) -> list[Path]:
+    """The report's PNG files in ``out``."""
+    from genre_exp import plots
+    from genre_exp.data.report import counts, load_splits
+
+    table = load_splits(files)
+    genres = counts(table, "genre")
+    figures = {
+        "genre_distribution.png": plots.distribution_figure(genres, "Genres per split"),
+        "language_distribution.png": plots.distribution_figure(
+            counts(table, "language", top=15), "Languages per split (15 most common)"
+        ),
+        "lyric_lengths.png": plots.lengths_figure(table, list(genres.index)),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, figure in figures.items():
+        plots.save(figure, out / name)
+        written.append(out / name)
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,5 @@
-"""``genre-exp promote --experiment NAME [--sweep ID] [--metric M] [--name MODEL]`` (also
-``python -m genre_exp.promote``): the best run's model becomes ``models:/<name>@champion``."""
+"""``genre-exp promote --experiment NAME [--sweep ID] [--metric M] [--name MODEL]``: the best
+run's model becomes ``models:/<name>@champion``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 
 from genre_exp.config import tracking_uri
 from genre_exp.errors import GenreExpError
+from genre_exp.selection import SELECTION_METRIC
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--metric",
         # Choosing on the test split would make its score an optimistic estimate.
-        default="final_val_macro_f1",
+        default=SELECTION_METRIC,
         help="highest wins; lowest for a metric ending in 'loss' (default: %(default)s, "
         "validation macro-F1)",
     )
@@ -34,11 +35,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from genre_exp import tracking
+    from genre_exp.tracking.queries import CHAMPION, promote
 
     args = parser().parse_args(argv)
     try:
-        promoted = tracking.promote(
+        promoted = promote(
             tracking_uri(args.tracking_uri), args.experiment, args.metric, args.name, args.sweep
         )
     except GenreExpError as exc:
@@ -46,10 +47,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     how = "registered and promoted" if promoted.registered_now else "promoted"
     print(
-        f"models:/{promoted.name}@{tracking.CHAMPION} -> version {promoted.version} ({how}): "
+        f"models:/{promoted.name}@{CHAMPION} -> version {promoted.version} ({how}): "
         f"run {promoted.run_id} ({promoted.run_name}), {promoted.metric}={promoted.value:.4f}"
     )
-
-
-if __name__ == "__main__":
-    main()

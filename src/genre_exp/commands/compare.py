@@ -1,4 +1,4 @@
-"""``genre-exp compare`` (also ``python -m genre_exp.compare``): one table for many runs.
+"""``genre-exp compare``: one table for many runs.
 
 Runs of an experiment (optionally one sweep, or an MLflow search filter), sorted by a metric,
 with the params that differ between them, test scores, per-genre F1 and duration; written as
@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from genre_exp.errors import GenreExpError
+from genre_exp.selection import SELECTION_METRIC, lower_is_better
 
-SCORES = ["test_accuracy", "test_macro_f1", "test_weighted_f1", "final_val_macro_f1"]
+SCORES = ["test_accuracy", "test_macro_f1", "test_weighted_f1", SELECTION_METRIC]
 # Params that differ between runs of one sweep without saying anything about the model.
 NOISE_PARAMS = ("paths.", "mlflow.run_name", "optimizer_")
 
@@ -45,13 +46,16 @@ def genre_columns(runs: pd.DataFrame) -> list[str]:
 
 
 def comparison_table(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per run, best first by ``metric``; runs without it last."""
+    """One row per run, best first by ``metric`` (lowest first for a loss); runs without it
+    last."""
     if f"metrics.{metric}" not in runs.columns:
         raise GenreExpError(
             f"--metric {metric}: no run has it; metrics present: "
             + ", ".join(sorted(c[8:] for c in runs.columns if c.startswith("metrics.")))[:400]
         )
-    runs = runs.sort_values(f"metrics.{metric}", ascending=False, na_position="last")
+    runs = runs.sort_values(
+        f"metrics.{metric}", ascending=lower_is_better(metric), na_position="last"
+    )
     per_genre = genre_columns(runs)
     table = pd.DataFrame(
         {
@@ -90,7 +94,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--filter", default="", help="MLflow search filter, e.g. \"params.model.name = 'lstm'\""
     )
-    parser.add_argument("--metric", default="test_macro_f1", help="sort by (default: %(default)s)")
+    parser.add_argument(
+        "--metric",
+        default="test_macro_f1",
+        help="sort by, best first: highest, or lowest for a loss (default: %(default)s)",
+    )
     parser.add_argument("--top", type=int, default=5, help="runs in the per-genre F1 figure")
     parser.add_argument(
         "--out",
@@ -111,13 +119,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace, root: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from genre_exp import plots, tracking
+    from genre_exp import plots
     from genre_exp.config import tracking_uri
+    from genre_exp.tracking.queries import search_runs
 
     uri = tracking_uri(args.tracking_uri)
-    runs = tracking.search_runs(uri, args.experiment, args.filter, args.sweep)
+    runs = search_runs(uri, args.experiment, args.filter, args.sweep)
     table = comparison_table(runs, args.metric)
     out = args.out or root / "outputs" / "compare" / (
         args.experiment + (f"-{args.sweep[:8]}" if args.sweep else "")
@@ -126,15 +133,11 @@ def run(args: argparse.Namespace, root: Path) -> None:
     table.to_csv(out / "compare.csv", index=False)
     markdown = table.drop(columns="run_id").to_markdown(index=False)
     (out / "compare.md").write_text(markdown + "\n", encoding="utf-8")
-    figure = plots.per_genre_f1_figure(per_genre_frame(table, args.top))
-    figure.savefig(out / "per_genre_f1.png", dpi=110)
-    plt.close(figure)
+    plots.save(
+        plots.per_genre_f1_figure(per_genre_frame(table, args.top)), out / "per_genre_f1.png"
+    )
     print(markdown)
     print(
         f"\n{len(table)} runs of {args.experiment!r}, by {args.metric}; written: "
         f"{out / 'compare.csv'}, {out / 'compare.md'}, {out / 'per_genre_f1.png'}"
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,3 +1,0 @@
-from genre_exp.data.commands import main
-
-main()
