@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import sys
 from pathlib import Path
 
 import pandas as pd
 
+from genre_exp.commands import add_tracking_uri, one_line_errors
 from genre_exp.errors import GenreExpError
 from genre_exp.selection import SELECTION_METRIC, lower_is_better
 
@@ -106,16 +106,10 @@ def main(argv: list[str] | None = None) -> None:
         help="folder for compare.csv, compare.md, "
         "per_genre_f1.png (default: outputs/compare/<experiment>[-<sweep>])",
     )
-    parser.add_argument(
-        "--tracking-uri",
-        help="(default: $MLFLOW_TRACKING_URI, else sqlite:///<project root>/mlruns/mlflow.db)",
-    )
+    add_tracking_uri(parser)
     args = parser.parse_args(argv)
-    try:
+    with one_line_errors("genre-exp compare"):
         run(args, Path(project_root()))
-    except GenreExpError as exc:
-        print(f"genre-exp compare: error: {exc}", file=sys.stderr)
-        sys.exit(1)
 
 
 def run(args: argparse.Namespace, root: Path) -> None:

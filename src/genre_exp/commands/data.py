@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from genre_exp.commands import add_tracking_uri, one_line_errors
 from genre_exp.config import project_root, tracking_uri
-from genre_exp.errors import GenreExpError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,12 +68,7 @@ def parser() -> argparse.ArgumentParser:
         help="where the PNG files go (default: %(default)s)",
     )
     report.add_argument("--run-id", help="also log the figures to this MLflow run")
-    report.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow store for --run-id (default: $MLFLOW_TRACKING_URI, "
-        "else the project's mlruns/mlflow.db)",
-    )
+    add_tracking_uri(report, "MLflow store for --run-id")
     return main
 
 
@@ -152,8 +146,5 @@ def write_report(files: dict[str, Path], out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    try:
+    with one_line_errors(f"genre-exp data {args.command}"):
         run(args)
-    except GenreExpError as exc:
-        print(f"genre-exp data {args.command}: error: {exc}", file=sys.stderr)
-        sys.exit(1)

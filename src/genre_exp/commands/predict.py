@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from genre_exp.commands import add_tracking_uri, one_line_errors
 from genre_exp.config import tracking_uri
 from genre_exp.data.layout import TEXT_COLUMN
-from genre_exp.errors import DataError, GenreExpError
+from genre_exp.errors import DataError
 
 # MLflow's per-file download bars would bury the one progress bar that matters here.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -46,10 +47,7 @@ def parser() -> argparse.ArgumentParser:
         help="the lyrics column of a table input (default: %(default)s)",
     )
     p.add_argument("--batch-size", type=int, default=256, help="songs per model call")
-    p.add_argument(
-        "--tracking-uri",
-        help="MLflow store (default: $MLFLOW_TRACKING_URI, else the project's mlruns/mlflow.db)",
-    )
+    add_tracking_uri(p)
     return p
 
 
@@ -180,10 +178,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    try:
+    with one_line_errors("genre-exp predict"):
         result = run(args)
-    except GenreExpError as exc:
-        print(f"genre-exp predict: error: {exc}", file=sys.stderr)
-        sys.exit(1)
     if args.output is not None:
         print(f"{len(result)} predictions written to {args.output}", file=sys.stderr)

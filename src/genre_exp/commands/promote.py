@@ -4,10 +4,9 @@ run's model becomes ``models:/<name>@champion``."""
 from __future__ import annotations
 
 import argparse
-import sys
 
+from genre_exp.commands import add_tracking_uri, one_line_errors
 from genre_exp.config import tracking_uri
-from genre_exp.errors import GenreExpError
 from genre_exp.selection import SELECTION_METRIC
 
 
@@ -27,10 +26,7 @@ def parser() -> argparse.ArgumentParser:
         "validation macro-F1)",
     )
     p.add_argument("--name", help="registered model name (default: the experiment name)")
-    p.add_argument(
-        "--tracking-uri",
-        help="MLflow store (default: $MLFLOW_TRACKING_URI, else the project's mlruns/mlflow.db)",
-    )
+    add_tracking_uri(p)
     return p
 
 
@@ -38,13 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     from genre_exp.tracking.queries import CHAMPION, promote
 
     args = parser().parse_args(argv)
-    try:
+    with one_line_errors("genre-exp promote"):
         promoted = promote(
             tracking_uri(args.tracking_uri), args.experiment, args.metric, args.name, args.sweep
         )
-    except GenreExpError as exc:
-        print(f"genre-exp promote: error: {exc}", file=sys.stderr)
-        sys.exit(1)
     how = "registered and promoted" if promoted.registered_now else "promoted"
     print(
         f"models:/{promoted.name}@{CHAMPION} -> version {promoted.version} ({how}): "

@@ -7,10 +7,9 @@ and sweep closes such runs of its own experiment; ``--reap`` does it for a whole
 from __future__ import annotations
 
 import argparse
-import sys
 
+from genre_exp.commands import add_tracking_uri, one_line_errors
 from genre_exp.config import tracking_uri
-from genre_exp.errors import GenreExpError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,10 +21,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--experiment", help="only this experiment (default: every experiment)")
     p.add_argument("--reap", action="store_true", help="mark runs whose process is gone FAILED")
-    p.add_argument(
-        "--tracking-uri",
-        help="MLflow store (default: $MLFLOW_TRACKING_URI, else the project's mlruns/mlflow.db)",
-    )
+    add_tracking_uri(p)
     return p
 
 
@@ -73,9 +69,6 @@ def run(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    try:
+    with one_line_errors("genre-exp runs"):
         lines = run(args)
-    except GenreExpError as exc:
-        print(f"genre-exp runs: error: {exc}", file=sys.stderr)
-        sys.exit(1)
     print("\n".join(lines))
