@@ -7,7 +7,10 @@ import importlib
 import os
 import sys
 
-# TensorFlow's C++ start-up chatter (oneDNN, CPU features, missing CUDA) is not the user's concern.
+# TensorFlow's C++ start-up chatter (oneDNN, CPU features, missing CUDA) is not the user's
+# concern. TensorFlow 2.21 writes much of it through absl, which ignores this variable: the
+# training app filters those lines out of stderr (genre_exp.console) unless the user sets it
+# to 0 or 1 to see them.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # MLflow's artifact progress bars and INFO lines (table creation, input-example checks) are
 # noise in a training log; its warnings still show.
@@ -28,6 +31,18 @@ def main() -> None:
     if sys.argv[1:2] and sys.argv[1] in COMMANDS:
         importlib.import_module(COMMANDS[sys.argv[1]]).main(sys.argv[2:])
         return
+    from genre_exp import arguments
+
+    args = arguments.hydra_args(sys.argv[1:])
+    if args is not None:
+        problem = arguments.refused(args.overrides, COMMANDS) or arguments.conflicting_modes(args)
+        if problem:
+            print(f"genre-exp: {problem}", file=sys.stderr)
+            sys.exit(2)
+        if not (args.help or args.hydra_help or args.cfg or args.info or args.shell_completion):
+            from genre_exp.console import hide_native_logs
+
+            hide_native_logs()
     from genre_exp.app import task
 
     try:

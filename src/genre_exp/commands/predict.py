@@ -177,7 +177,10 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from genre_exp.console import hide_native_logs
+
     args = parser().parse_args(argv)
+    hide_native_logs()  # loading the model starts TensorFlow, which logs past its own settings
     with one_line_errors("genre-exp predict"):
         result = run(args)
     if args.output is not None:
