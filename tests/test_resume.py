@@ -4,6 +4,7 @@ subprocesses, real SQLite store, real Keras training)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,17 @@ def test_resume_of_an_unknown_run_or_one_without_checkpoint_is_one_line(tmp_path
     experiment = client.create_experiment("tests")
     bare = client.create_run(experiment, tags={"hydra_output_dir": str(tmp_path / "gone")})
     client.set_terminated(bare.info.run_id, "KILLED")
+    # A RUNNING run whose owner lives (this test process) is not taken over.
+    from genre_exp.tracking.liveness import process_tags
+
+    live = client.create_run(
+        experiment, tags={"hydra_output_dir": str(tmp_path / "gone"), **process_tags()}
+    )
+    taken = run_cli([*overrides, f"training.resume={live.info.run_id}"])
+    assert taken.returncode == 1
+    (line,) = error_lines(taken.stderr)
+    assert f"the run is still RUNNING in process {os.getpid()}" in line
+    client.set_terminated(live.info.run_id, "KILLED")
     unknown = run_cli([*overrides, f"training.resume={'0' * 32}"])
     assert unknown.returncode == 1
     (line,) = error_lines(unknown.stderr)
@@ -124,4 +136,4 @@ def test_resume_of_an_unknown_run_or_one_without_checkpoint_is_one_line(tmp_path
     assert missing.returncode == 1
     (line,) = error_lines(missing.stderr)
     assert f"training.resume={bare.info.run_id}: no checkpoint in {tmp_path / 'gone'}" in line
-    assert [r.info.status for r in runs_of(tmp_path)] == ["KILLED"]
+    assert sorted(r.info.status for r in runs_of(tmp_path)) == ["KILLED", "KILLED"]

@@ -25,37 +25,85 @@ def quick(root: Path, train: Path, test: Path) -> list[str]:
     return [*tiny_overrides(root, train, test), "training.epochs=1", "mlflow.log_model=false"]
 
 
-def test_optuna_search_resumes_where_it_stopped(tmp_path, kaggle_csv):
-    import optuna
+def trial_states(storage: Path, study: str) -> list[str]:
+    """The study's trial states in order, read without writing (the sweep owns the file)."""
+    import sqlite3
+    from contextlib import closing
 
+    try:
+        with closing(sqlite3.connect(f"file:{storage}?mode=ro", uri=True)) as db:
+            rows = db.execute(
+                "select t.state from trials t join studies s on s.study_id = t.study_id "
+                "where s.study_name = ? order by t.number",
+                (study,),
+            ).fetchall()
+    except sqlite3.Error:  # not created yet
+        return []
+    return [state for (state,) in rows]
+
+
+def test_optuna_search_resumes_where_it_stopped(tmp_path, kaggle_csv):
+    import signal
+
+    import optuna
+    from conftest import interrupt_when
+
+    storage = tmp_path / "mlruns" / "optuna.db"
     args = [
         "-m",
         "hparams_search=lstm_optuna",
         *quick(tmp_path, *kaggle_csv),
         "hydra.sweeper.study_name=resume-test",
+        "hydra.sweeper.n_trials=3",
     ]
-    first = run_cli([*args, "hydra.sweeper.n_trials=2"])
-    assert first.returncode == 0, first.stderr[-3000:]
-    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
-    study = optuna.load_study(study_name="resume-test", storage=storage)
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
-    # A kill in the middle of a trial leaves it RUNNING in the study.
-    study.ask()
 
-    second = run_cli([*args, "hydra.sweeper.n_trials=3"])
+    def second_trial_training() -> bool:
+        states = trial_states(storage, "resume-test")
+        if states not in ([], ["RUNNING"], ["COMPLETE"], ["COMPLETE", "RUNNING"]):
+            pytest.fail(f"trial states {states}: the second trial ended before it was killed")
+        # Its first epoch done: its MLflow run has its params and a checkpoint.
+        trained = (tmp_path / "outputs" / "multirun").rglob("1/checkpoint/state.json")
+        return states == ["COMPLETE", "RUNNING"] and any(trained)
+
+    # Trials long enough to kill the second one while it trains.
+    long = ["training.epochs=8", "training.early_stopping.enabled=false"]
+    killed = interrupt_when([*args, *long], second_trial_training, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    assert trial_states(storage, "resume-test") == ["COMPLETE", "RUNNING"]
+
+    second = run_cli(args)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "2 of 3 trials done, 1 interrupted trial(s) marked failed; 1 to run" in second.stderr
+    assert "1 of 3 trials done, 1 interrupted trial(s) marked failed; 2 to run" in second.stderr
     states = [
-        t.state.name for t in optuna.load_study(study_name="resume-test", storage=storage).trials
+        t.state.name
+        for t in optuna.load_study(study_name="resume-test", storage=f"sqlite:///{storage}").trials
     ]
-    assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+
     parents, children = sweep_runs(tmp_path)
-    assert len(parents) == 2 and len(children) == 3
+    status = {p.info.status: p for p in parents}
+    assert sorted(status) == ["FAILED", "FINISHED"]
+    dead_parent, parent = status["FAILED"], status["FINISHED"]
+    by_parent = {
+        p.info.run_id: sorted(
+            (c for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id),
+            key=lambda c: c.info.start_time,
+        )
+        for p in parents
+    }
+    interrupted = by_parent[dead_parent.info.run_id]
+    assert [c.info.status for c in interrupted] == ["FINISHED", "FAILED"]
+    assert [c.info.status for c in by_parent[parent.info.run_id]] == ["FINISHED", "FINISHED"]
+    # The killed launcher's runs were closed by the resumed sweep, saying why.
+    for run in (dead_parent, interrupted[1]):
+        assert "ended without closing its run: its process" in run.data.tags["error"], run
+        assert f"run {run.info.run_id} ({run.info.run_name}) marked FAILED" in second.stderr
+    assert parent.data.metrics["sweep_jobs"] == 2
     # Each job's MLflow run carries the trial's sampled parameters.
-    assert len({c.data.params["training.learning_rate"] for c in children}) == 3
-    best = max(children, key=lambda c: c.data.metrics["final_val_macro_f1"])
-    assert parents[0].data.tags["best_run_id"] in {c.info.run_id for c in children}
-    assert max(p.data.metrics["best_final_val_macro_f1"] for p in parents) == pytest.approx(
+    assert len({c.data.params["training.learning_rate"] for c in children}) == 4
+    best = max(by_parent[parent.info.run_id], key=lambda c: c.data.metrics["final_val_macro_f1"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best_final_val_macro_f1"] == pytest.approx(
         best.data.metrics["final_val_macro_f1"]
     )
 

@@ -90,6 +90,7 @@ def _check_run(
     run_id: str, tracking_uri: str, config: Mapping[str, Any], digests: Mapping[str, str]
 ) -> Path:
     """The killed job's Hydra folder, once the run is known to be resumable with ``config``."""
+    from genre_exp.tracking import liveness
     from genre_exp.tracking.queries import get_run
     from genre_exp.tracking.record import config_params
 
@@ -97,6 +98,11 @@ def _check_run(
     run = get_run(tracking_uri, run_id, where)
     if run.status == "FINISHED":
         raise ConfigError(f"{where}: the run is already FINISHED; there is nothing to resume")
+    if run.status == "RUNNING" and liveness.owner(run.tags).state == liveness.ALIVE:
+        raise ConfigError(
+            f"{where}: the run is still RUNNING in process {run.tags.get(liveness.PID_TAG)} "
+            f"on {run.tags.get(liveness.HOST_TAG)}; stop it first (two jobs would write one run)"
+        )
     if not run.tags.get("hydra_output_dir"):
         raise ConfigError(f"{where}: the run has no hydra_output_dir tag, so no checkpoint")
     for key, value in config_params(config).items():

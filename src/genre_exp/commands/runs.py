@@ -7,6 +7,8 @@ and sweep closes such runs of its own experiment; ``--reap`` does it for a whole
 from __future__ import annotations
 
 import argparse
+from collections import Counter
+from datetime import datetime
 
 from genre_exp.commands import add_tracking_uri, one_line_errors
 from genre_exp.config import tracking_uri
@@ -26,11 +28,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> list[str]:
-    """The lines to print."""
+    """The lines to print: a table of the RUNNING runs (one per run, the owner process's state
+    and why), then a summary."""
     import mlflow
 
     from genre_exp.errors import TrackingError
     from genre_exp.tracking import liveness, store
+    from genre_exp.tracking.tags import HOST_TAG, PID_TAG
 
     uri = tracking_uri(args.tracking_uri)
     store.require_store(uri, "genre-exp runs")
@@ -38,33 +42,50 @@ def run(args: argparse.Namespace) -> list[str]:
     if args.experiment:
         experiment = client.get_experiment_by_name(args.experiment)
         if experiment is None:
-            raise TrackingError(f"--experiment {args.experiment!r}: not in {uri}")
+            raise TrackingError(f"--experiment {args.experiment!r}: no such experiment in {uri}")
         experiments = {experiment.experiment_id: experiment.name}
     else:
         experiments = {e.experiment_id: e.name for e in client.search_experiments()}
-    running = client.search_runs(
-        list(experiments), "attributes.status = 'RUNNING'", max_results=50000
-    )
+    found = liveness.running(client, list(experiments))
+    owners = {r.info.run_id: liveness.owner(r.data.tags) for r in found}
     reaped = {r.run_id for r in liveness.reap(uri, list(experiments))} if args.reap else set()
-    lines = []
-    for found in running:
-        tags = found.data.tags
-        reason = liveness.gone(tags)
-        owner = f"{tags.get(liveness.HOST_TAG, '?')}:{tags.get(liveness.PID_TAG, '?')}"
-        if found.info.run_id in reaped:
-            state = f"marked FAILED: {reason}"
-        elif reason:
-            state = f"gone ({reason}); --reap marks it FAILED"
-        elif tags.get(liveness.HOST_TAG) == liveness.process_tags()[liveness.HOST_TAG]:
-            state = "alive"
-        else:
-            state = "on another host or not recorded: cannot tell"
-        lines.append(
-            f"{found.info.run_id}  {experiments[found.info.experiment_id]}  "
-            f"{found.info.run_name}  {owner}  {state}"
+    where = f"in experiment {args.experiment!r} of {uri}" if args.experiment else f"in {uri}"
+    if not found:
+        return [f"No RUNNING run {where}."]
+    rows = [("RUN ID", "EXPERIMENT", "RUN NAME", "STARTED", "OWNER", "PROCESS")]
+    for r in found:
+        tags, state = r.data.tags, owners[r.info.run_id]
+        process = state.state + (", marked FAILED" if r.info.run_id in reaped else "")
+        rows.append(
+            (
+                r.info.run_id,
+                experiments[r.info.experiment_id],
+                r.info.run_name or "",
+                f"{datetime.fromtimestamp(r.info.start_time / 1000):%Y-%m-%d %H:%M}",
+                f"{tags[HOST_TAG]}:{tags[PID_TAG]}"
+                if HOST_TAG in tags and PID_TAG in tags
+                else "-",
+                f"{process}: {state.reason}" if state.reason else process,
+            )
         )
-    summary = f"{len(running)} RUNNING run(s) in {uri}"
-    return [*lines, summary + (f"; {len(reaped)} marked FAILED" if args.reap else "")]
+    counts = Counter(state.state for state in owners.values())
+    summary = f"{len(found)} RUNNING run(s) found {where}: " + ", ".join(
+        f"{counts[s]} {s}" for s in (liveness.ALIVE, liveness.GONE, liveness.UNKNOWN)
+    )
+    if args.reap:
+        summary += f"; {len(reaped)} marked FAILED (their 'error' tag says why)"
+    elif counts[liveness.GONE]:
+        summary += "; `genre-exp runs --reap` marks the gone ones FAILED"
+    return [*aligned(rows), "", summary]
+
+
+def aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows as lines in columns; the last column (the longest text) is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]])
+        for row in rows
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

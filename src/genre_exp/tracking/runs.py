@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from genre_exp.tracking.liveness import process_tags
-from genre_exp.tracking.tags import ERROR_TAG, PARENT_ENV, SWEEP_TAG
+from genre_exp.tracking.tags import ERROR_TAG, PARENT_ENV, REAPED_TAG, SWEEP_TAG
 
 _RUN_OF_ERROR = "_genre_exp_run_id"
 
@@ -43,6 +43,9 @@ def job_run(
     parent = sweep_parent()
     if resume_run_id:
         active = mlflow.start_run(run_id=resume_run_id, tags=tags)
+        # Why the killed job ended no longer describes the run once it goes on.
+        for stale in {ERROR_TAG, REAPED_TAG} & set(active.data.tags):
+            mlflow.delete_tag(stale)
     else:
         if parent:
             tags |= {"mlflow.parentRunId": parent, SWEEP_TAG: parent}
