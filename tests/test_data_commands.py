@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import kaggle_frames
+from conftest import KAGGLE_GENRES, kaggle_frames
 
 from genre_exp.data import prepare as prep
 from genre_exp.data.files import default_folders, resolve_paths
@@ -51,14 +51,17 @@ def test_prepare_counts_and_overlap_are_exact(tmp_path):
         "raw_rows": expected["train_raw"],
         "empty_lyrics": 1,
         "missing_genre": 1,
+        "unknown_genre": 0,
         "duplicate_lyrics": 2,
     }
     assert s["dropped"]["test"] == {
         "raw_rows": 9,
         "empty_lyrics": 0,
         "missing_genre": 0,
+        "unknown_genre": 0,
         "duplicate_lyrics": 0,
     }
+    assert s["unknown_genres"] == {"train": {}, "test": {}}
     assert s["train"]["rows"] == 18 - 4
     assert s["overlap"] == {
         "same_lyrics": 1,
@@ -150,12 +153,14 @@ def test_prepare_errors(tmp_path, setup, pattern):
 
 
 def data_command(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The command from a user's shell: no data, store or project root set by a variable."""
+    chosen = {"GENRE_EXP_DATA", "GENRE_EXP_ROOT", "MLFLOW_TRACKING_URI"}
     return subprocess.run(
         [sys.executable, "-m", "genre_exp", "data", *args],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, **(env or {})},
+        env={k: v for k, v in os.environ.items() if k not in chosen} | (env or {}),
     )
 
 
@@ -305,3 +310,131 @@ def test_prepare_then_train_on_the_prepared_data(tmp_path):
     assert run.data.tags["data.train_path"] == str(
         tmp_path / "data" / "processed" / "train.parquet"
     )
+
+
+@pytest.mark.parametrize("pointed", [False, True])
+def test_report_without_data_names_its_own_options(tmp_path, pointed):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = data_command(
+        "report",
+        *(["--data", str(empty)] if pointed else []),
+        env={"GENRE_EXP_ROOT": str(tmp_path)},
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    looked = f"--data ({empty})" if pointed else "$GENRE_EXP_DATA (unset), data/processed"
+    assert line.startswith(
+        f"genre-exp data report: error: no data: no train/test .parquet or .csv in {looked}"
+    )
+    assert line.endswith("or pass --data FOLDER or --train FILE --test FILE")
+    assert "data.train_path" not in line
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_report_names_train_and_test_files_as_it_was_given_them(tmp_path):
+    raw_kaggle(tmp_path / "raw")
+    prep.run(tmp_path / "raw", tmp_path / "processed")
+    train, test = tmp_path / "processed" / "train.parquet", tmp_path / "processed" / "test.parquet"
+    result = data_command(
+        "report", "--train", str(train), "--test", str(test), "--out", str(tmp_path / "report")
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"data from --train/--test: {train}, {test}" in result.stdout
+
+
+LONG_FRAGMENT = "I love you baby, and if it's quite alright, I need you baby"
+
+
+def raw_kaggle_misparsed(folder: Path) -> None:
+    """Kaggle's layouts with all ten genres, and rows whose genre cell holds a fragment of text
+    or a year, as CSV mis-parsing leaves in Kaggle's real train file."""
+    train, test = kaggle_frames()
+    train.loc[[0, 20], "Genre"] = LONG_FRAGMENT
+    train.loc[40, "Genre"] = "1999"
+    train.loc[60, "Genre"] = "I love you baby"
+    test.loc[0, "Genre"] = "1999"
+    folder.mkdir(parents=True, exist_ok=True)
+    train.to_csv(folder / "train.csv", index=False)
+    test.to_csv(folder / "test.csv", index=False)
+
+
+def test_prepare_drops_rows_whose_genre_is_not_a_genre(tmp_path):
+    raw_kaggle_misparsed(tmp_path / "raw")
+    result = data_command("prepare", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["genres"] == KAGGLE_GENRES
+    assert summary["dropped"]["train"]["unknown_genre"] == 4
+    assert summary["dropped"]["test"]["unknown_genre"] == 1
+    assert summary["unknown_genres"] == {
+        "train": {LONG_FRAGMENT: 2, "1999": 1, "I love you baby": 1},
+        "test": {"1999": 1},
+    }
+    for split, rows in {"train": 255 - 4, "test": 40 - 1}.items():
+        frame = pd.read_parquet(tmp_path / "out" / f"{split}.parquet")
+        assert set(frame["genre"]) == set(KAGGLE_GENRES) and len(frame) == rows
+    assert "train: 251 rows (of 255; dropped: unknown_genre 4)" in result.stdout
+    assert (
+        '  dropped as not in --genres: "I love you baby, and if it\'s quite al..." 2, '
+        "'1999' 1, 'I love you baby' 1\n" in result.stdout
+    )
+    assert "  dropped as not in --genres: '1999' 1\n" in result.stdout
+
+
+def test_prepare_keeps_the_genres_it_is_given(tmp_path):
+    raw_kaggle(tmp_path / "raw")
+    result = data_command(
+        "prepare",
+        "--raw",
+        str(tmp_path / "raw"),
+        "--out",
+        str(tmp_path / "out"),
+        "--genres",
+        "Pop",
+        "Rock",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["genres"] == ["Pop", "Rock"]
+    assert summary["unknown_genres"] == {"train": {"Jazz": 6}, "test": {"Jazz": 3}}
+    assert set(pd.read_parquet(tmp_path / "out" / "train.parquet")["genre"]) == {"Pop", "Rock"}
+    assert "  dropped as not in --genres: 'Jazz' 6\n" in result.stdout
+
+
+def test_more_values_than_the_summary_names_are_marked(tmp_path):
+    train, test = kaggle_frames(genres=["Pop", "Rock"])
+    for row in range(7):
+        train.loc[row, "Genre"] = f"fragment {row}"
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    train.to_csv(raw / "train.csv", index=False)
+    test.to_csv(raw / "test.csv", index=False)
+    prepared = prep.run(raw, tmp_path / "out")
+    assert prepared.summary["dropped"]["train"]["unknown_genre"] == 7
+    assert len(prepared.summary["unknown_genres"]["train"]) == prep.GENRE_EXAMPLES
+    assert "'fragment 4' 1 ...\n" in prep.describe(prepared.summary)
+
+
+@pytest.mark.slow
+def test_kaggle_path_prepare_then_train_with_default_settings(tmp_path):
+    from conftest import run_cli, tiny_overrides, tracking_uri
+
+    raw_kaggle_misparsed(tmp_path / "raw")
+    prepared = tmp_path / "prepared"
+    result = data_command("prepare", "--raw", str(tmp_path / "raw"), "--out", str(prepared))
+    assert result.returncode == 0, result.stderr
+    overrides = [
+        o
+        for o in tiny_overrides(tmp_path, tmp_path, tmp_path)
+        if not o.startswith(("data.train_path", "data.test_path", "data.genres"))
+    ]
+    trained = run_cli([*overrides, "mlflow.log_model=false"], env={"GENRE_EXP_DATA": str(prepared)})
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert f"data from $GENRE_EXP_DATA ({prepared})" in trained.stderr
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri(tmp_path))
+    (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert "data.genres" not in run.data.tags["hydra_overrides"]

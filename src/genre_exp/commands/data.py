@@ -7,6 +7,7 @@ from pathlib import Path
 
 from genre_exp.commands import add_tracking_uri, one_line_errors
 from genre_exp.config import project_root, tracking_uri
+from genre_exp.data.layout import KAGGLE_GENRES
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,6 +50,15 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove from train the songs that are also in test",
     )
+    prepare.add_argument(
+        "--genres",
+        nargs="+",
+        metavar="GENRE",
+        default=KAGGLE_GENRES,
+        help="keep only rows of these genres; others are dropped and counted, such as "
+        "Kaggle's few rows whose genre cell holds a fragment of text (default: Kaggle's 10, "
+        f"as training's data.genres: {' '.join(KAGGLE_GENRES)})",
+    )
 
     report = commands.add_parser(
         "report", help="PNG figures of genres, languages and lyric lengths per split"
@@ -85,7 +95,7 @@ def run(args: argparse.Namespace) -> None:
         from genre_exp.data.prepare import describe
         from genre_exp.data.prepare import run as prepare
 
-        prepared = prepare(args.raw, args.out, drop_overlap=args.drop_overlap)
+        prepared = prepare(args.raw, args.out, drop_overlap=args.drop_overlap, genres=args.genres)
         print(describe(prepared.summary))
         print(
             f"written: {args.out / 'train.parquet'}, {args.out / 'test.parquet'}, "
@@ -105,15 +115,18 @@ def report(args: argparse.Namespace) -> None:
     uri = tracking_uri(args.tracking_uri)
     if args.run_id:
         require_run(uri, args.run_id)  # before any work
-    folders = (
-        [("--data", args.data)] if args.data else default_folders(Path(project_root()) / "data")
-    )
-    train, test, origin = resolve_paths(
-        str(args.train) if args.train else None,
-        str(args.test) if args.test else None,
-        folders,
-        how_to_point="pass --data FOLDER or --train FILE --test FILE",
-    )
+    if args.train and args.test:
+        train, test, origin = args.train, args.test, "--train/--test"
+    else:
+        folders = (
+            [("--data", args.data)] if args.data else default_folders(Path(project_root()) / "data")
+        )
+        train, test, origin = resolve_paths(
+            str(args.train) if args.train else None,
+            str(args.test) if args.test else None,
+            folders,
+            how_to_point="pass --data FOLDER or --train FILE --test FILE",
+        )
     written = write_report({"train": train, "test": test}, args.out)
     print(f"data from {origin}: {train}, {test}")
     print("written: " + ", ".join(str(p) for p in written))

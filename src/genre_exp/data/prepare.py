@@ -1,9 +1,11 @@
 """``genre-exp data prepare``: raw Kaggle files -> clean ``train.parquet``/``test.parquet``.
 
 Columns are normalised to ``artist, song, genre, language, lyrics``; empty lyrics, rows without
-a genre and duplicate lyrics are dropped; songs found in both splits (same lyrics, or same
-artist and title) are counted and, with ``drop_overlap``, removed from train. Files are written
-atomically: a prepare that is interrupted leaves the previous files as they were.
+a genre, rows whose genre is not in the genre list (Kaggle's train file has a few whose genre
+cell holds a fragment of text, which training would refuse) and duplicate lyrics are dropped;
+songs found in both splits (same lyrics, or same artist and title) are counted and, with
+``drop_overlap``, removed from train. Files are written atomically: a prepare that is
+interrupted leaves the previous files as they were.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +23,12 @@ from pathlib import Path
 import pandas as pd
 
 from genre_exp.data.files import DATA_FILES, DATA_SUFFIXES, RAW_ENCODINGS, read_table
+from genre_exp.data.layout import KAGGLE_GENRES
 from genre_exp.errors import DataError
 
 COLUMNS = ["artist", "song", "genre", "language", "lyrics"]
+# How many of the values dropped as not a genre the summary names, most frequent first.
+GENRE_EXAMPLES = 5
 
 
 @dataclass
@@ -85,7 +90,11 @@ def normalise(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     return out
 
 
-def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+def clean(
+    frame: pd.DataFrame, genres: Sequence[str]
+) -> tuple[pd.DataFrame, dict[str, int], dict[str, int]]:
+    """The rows training can use; how many were dropped and why; and the most frequent values
+    dropped as not in ``genres``, with their row counts."""
     dropped = {}
     empty = frame["lyrics"].eq("")
     dropped["empty_lyrics"] = int(empty.sum())
@@ -93,9 +102,18 @@ def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     no_genre = frame["genre"].eq("")
     dropped["missing_genre"] = int(no_genre.sum())
     frame = frame.loc[~no_genre]
+    # Before duplicates, so that a song's mis-parsed copy does not count as its first row.
+    unknown = ~frame["genre"].isin(list(genres))
+    dropped["unknown_genre"] = int(unknown.sum())
+    examples = frame.loc[unknown, "genre"].value_counts().head(GENRE_EXAMPLES)
+    frame = frame.loc[~unknown]
     duplicate = frame["lyrics"].duplicated(keep="first")
     dropped["duplicate_lyrics"] = int(duplicate.sum())
-    return frame.loc[~duplicate].reset_index(drop=True), dropped
+    return (
+        frame.loc[~duplicate].reset_index(drop=True),
+        dropped,
+        {str(value): int(rows) for value, rows in examples.items()},
+    )
 
 
 def overlap(train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.Series, dict[str, int]]:
@@ -131,12 +149,16 @@ def split_summary(frame: pd.DataFrame) -> dict:
     }
 
 
-def prepare(raw_files: dict[str, Path], drop_overlap: bool = False) -> Prepared:
-    frames, dropped, encodings = {}, {}, {}
+def prepare(
+    raw_files: dict[str, Path],
+    drop_overlap: bool = False,
+    genres: Sequence[str] = tuple(KAGGLE_GENRES),
+) -> Prepared:
+    frames, dropped, unknown, encodings = {}, {}, {}, {}
     for split, path in raw_files.items():
         raw = read_table(path, encodings=RAW_ENCODINGS)
         encodings[split] = raw.attrs.get("encoding", "")
-        frames[split], dropped[split] = clean(normalise(raw, path))
+        frames[split], dropped[split], unknown[split] = clean(normalise(raw, path), genres)
         dropped[split] = {"raw_rows": len(raw), **dropped[split]}
     in_test, overlap_counts = overlap(frames["train"], frames["test"])
     overlap_counts["dropped_from_train"] = int(in_test.sum()) if drop_overlap else 0
@@ -146,9 +168,11 @@ def prepare(raw_files: dict[str, Path], drop_overlap: bool = False) -> Prepared:
     summary = {
         "sources": {s: str(p) for s, p in raw_files.items()},
         "encodings": encodings,
+        "genres": list(genres),
         "train": split_summary(frames["train"]),
         "test": split_summary(frames["test"]),
         "dropped": dropped,
+        "unknown_genres": unknown,
         "overlap": overlap_counts,
     }
     return Prepared(train=frames["train"], test=frames["test"], summary=summary)
@@ -176,9 +200,14 @@ def write_atomically(files: dict[Path, Callable[[Path], object]]) -> None:
             name.unlink(missing_ok=True)
 
 
-def run(raw: Path, out: Path, drop_overlap: bool = False) -> Prepared:
+def run(
+    raw: Path,
+    out: Path,
+    drop_overlap: bool = False,
+    genres: Sequence[str] = tuple(KAGGLE_GENRES),
+) -> Prepared:
     with raw_folder(raw) as folder:
-        prepared = prepare(find_raw_files(folder, raw), drop_overlap=drop_overlap)
+        prepared = prepare(find_raw_files(folder, raw), drop_overlap=drop_overlap, genres=genres)
     summary_text = json.dumps(prepared.summary, indent=2, ensure_ascii=False)
     write_atomically(
         {
@@ -188,6 +217,11 @@ def run(raw: Path, out: Path, drop_overlap: bool = False) -> Prepared:
         }
     )
     return prepared
+
+
+def shorten(text: str, width: int = 40) -> str:
+    """A cell for the terminal: a mis-parsed genre cell can hold a whole verse."""
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def describe(summary: dict) -> str:
@@ -201,6 +235,13 @@ def describe(summary: dict) -> str:
             f"; encoding {summary['encodings'][split]}"
         )
         lines.append("  genres: " + ", ".join(f"{g} {n}" for g, n in part["genres"].items()))
+        if drops["unknown_genre"]:
+            named = summary["unknown_genres"][split]
+            lines.append(
+                "  dropped as not in --genres: "
+                + ", ".join(f"{shorten(value)!r} {n}" for value, n in named.items())
+                + (" ..." if sum(named.values()) < drops["unknown_genre"] else "")
+            )
         lines.append(
             "  languages: "
             + ", ".join(f"{g} {n}" for g, n in list(part["languages"].items())[:10])

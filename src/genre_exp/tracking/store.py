@@ -4,19 +4,24 @@ the experiment."""
 from __future__ import annotations
 
 import contextlib
-import logging
+import glob
 import os
 import sqlite3
 import time
+import uuid
 from contextlib import closing
 from pathlib import Path
 
 from genre_exp.errors import TrackingError, first_line
 
-log = logging.getLogger(__name__)
-
-# How long a job waits for a SQLite store another process is creating.
+# How long a job waits for a SQLite store another process is creating or upgrading.
 CREATION_WAIT_S = 60.0
+# A store not at MLflow's schema that has not changed for this long is nobody's work in
+# progress. Creating one pauses for a second or two between steps; a loaded machine stretches
+# that, and taking a store that is still being created for a finished one breaks it.
+QUIET_S = 10.0
+# A private file this old was left by a creator that was killed.
+ABANDONED_S = 3600.0
 
 
 def sqlite_file(tracking_uri: str) -> Path | None:
@@ -65,7 +70,7 @@ def connect(tracking_uri: str, experiment_name: str, artifact_location: str | No
     try:
         if db is not None:
             artifact_location = artifact_location or (db.parent / "artifacts").as_uri()
-            _ensure_sqlite_store(db, artifact_location)
+            _ensure_sqlite_store(db, artifact_location, tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)
         experiment = mlflow.get_experiment_by_name(experiment_name)
         if experiment is None:
@@ -92,8 +97,8 @@ def connect(tracking_uri: str, experiment_name: str, artifact_location: str | No
         ) from None
 
 
-def _ensure_sqlite_store(db: Path, artifact_root: str) -> None:
-    """Create the store at ``db`` if there is none, and wait until it is fully migrated.
+def _ensure_sqlite_store(db: Path, artifact_root: str, tracking_uri: str) -> None:
+    """Create the store at ``db`` if there is none, and wait while someone else creates it.
 
     MLflow creates a missing SQLite store on first open and migrates it in place, so two
     processes opening a new path at once (parallel jobs, or a job and a UI or ``compare``
@@ -101,45 +106,94 @@ def _ensure_sqlite_store(db: Path, artifact_root: str) -> None:
     a private file that is linked into place only if no store appeared meanwhile, and a store
     someone else is still creating is waited for rather than migrated a second time.
     """
-    db.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(db)
     if not db.exists():
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        private = db.with_name(f".{db.name}.{os.getpid()}.new")
-        try:
-            SqlAlchemyStore(f"sqlite:///{private}", artifact_root).engine.dispose()
-            # Atomic, and never replaces a store that appeared meanwhile.
-            with contextlib.suppress(FileExistsError):
-                os.link(private, db)
-        finally:
-            private.unlink(missing_ok=True)
-    _wait_until_migrated(db)
+        _create(db, artifact_root, tracking_uri)
+    _wait_until_migrated(db, tracking_uri)
 
 
-def _wait_until_migrated(db: Path) -> None:
+def _create(db: Path, artifact_root: str, tracking_uri: str) -> None:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    private = db.with_name(f".{db.name}.{uuid.uuid4().hex}.new")
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        # Made here rather than by SQLite so that a folder that cannot be written fails at
+        # once (MLflow retries opening a database for minutes); 0o644 is SQLite's own mode.
+        os.close(os.open(private, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except OSError as exc:
+        raise TrackingError(
+            f"mlflow.tracking_uri={tracking_uri}: cannot create the store in {db.parent} "
+            f"({exc.strerror or first_line(exc)})"
+        ) from None
+    try:
+        SqlAlchemyStore(f"sqlite:///{private}", artifact_root).engine.dispose()
+        # Atomic, and never replaces a store that appeared meanwhile.
+        with contextlib.suppress(FileExistsError):
+            os.link(private, db)
+    finally:
+        for leftover in _companions(private):
+            leftover.unlink(missing_ok=True)
+
+
+def _companions(db: Path) -> list[Path]:
+    """The database file and the journals SQLite keeps beside it."""
+    return [db, db.with_name(f"{db.name}-journal"), db.with_name(f"{db.name}-wal")]
+
+
+def _remove_abandoned(db: Path) -> None:
+    """Private files of a creator that was killed before it could remove them (SIGKILL, a
+    node lost): creating a store takes seconds, so an old one has no owner left."""
+    cutoff = time.time() - ABANDONED_S
+    for leftover in db.parent.glob(f".{glob.escape(db.name)}.*.new*"):
+        with contextlib.suppress(OSError):
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+
+
+def _wait_until_migrated(db: Path, tracking_uri: str) -> None:
+    """Return once the store is at MLflow's schema, or once nobody has changed it for
+    ``QUIET_S``: then it is an old store or a file no MLflow is working on, and MLflow itself
+    upgrades it or says what is wrong. Changes are observed here, not judged by file times,
+    which a shared file system's clock can skew."""
     from mlflow.store.db.utils import _get_latest_schema_revision
 
     head = _get_latest_schema_revision()
-    deadline = time.monotonic() + CREATION_WAIT_S
+    start = last_change = time.monotonic()
+    seen = None
     while True:
         version = _schema_version(db)
-        # A store at another version that nobody is writing is an old store: MLflow itself
-        # says how to upgrade it.
-        settled = time.time() - db.stat().st_mtime > 5
-        if version == head or (version is not None and settled):
+        if version == head:
             return
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        state = (version, [_file_state(f) for f in _companions(db)])
+        if state != seen:
+            seen, last_change = state, now
+        elif now - last_change > QUIET_S:
+            return
+        if now - start > CREATION_WAIT_S:
             raise TrackingError(
-                f"{db}: another process has been creating this MLflow store for "
-                f"{CREATION_WAIT_S:.0f} s and it is still not ready"
+                f"mlflow.tracking_uri={tracking_uri}: another process has been creating or "
+                f"upgrading this store for {CREATION_WAIT_S:.0f} s and it is still not ready"
             )
         time.sleep(0.2)
 
 
-def _schema_version(db: Path) -> str | None:
-    """The store's alembic revision, or None while its tables are still being made."""
+def _file_state(path: Path) -> tuple[int, int] | None:
     try:
-        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as connection:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _schema_version(db: Path) -> str | None:
+    """The store's alembic revision; None while its tables are still being made (or it is
+    locked, or not a database at all)."""
+    try:
+        with closing(
+            sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True, timeout=1)
+        ) as connection:
             row = connection.execute("select version_num from alembic_version").fetchone()
     except sqlite3.Error:
         return None
