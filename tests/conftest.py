@@ -6,11 +6,15 @@ Song, Song year, Artist, Genre, Lyrics, Track_id (no language; artist and song a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +218,66 @@ def interrupt_when(
     finally:
         process.kill()
     return subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+
+
+def assert_figure_drawn(path: Path, hues: int = 1) -> None:
+    """The PNG at ``path`` shows data, not just a frame: many distinct colours, and at least
+    ``hues`` hues (of 12 around the colour wheel) each covering a visible area, as a figure's
+    bars, lines or heat maps do; axes, ticks and text are black and grey."""
+    import matplotlib.colors
+    import matplotlib.image
+
+    rgb = matplotlib.image.imread(path)[..., :3].reshape(-1, 3)
+    assert len(np.unique(rgb, axis=0)) > 50, f"{path.name}: almost blank"
+    coloured = rgb[rgb.max(axis=1) - rgb.min(axis=1) > 0.2]
+    assert len(coloured), f"{path.name}: only greys"
+    hue = matplotlib.colors.rgb_to_hsv(coloured)[:, 0]
+    drawn = np.bincount(np.round(hue * 12).astype(int) % 12, minlength=12)
+    assert (drawn > 100).sum() >= hues, f"{path.name}: pixels per hue {drawn.tolist()}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(command: list[str], url: str, env: dict, timeout: float):
+    """Start ``command`` in its own process group and wait until ``url`` answers 200; fail the
+    test if the process ends first (showing its stderr) or ``timeout`` passes. On exit the
+    whole group is stopped: SIGTERM, up to 30 s for the server to end, then SIGKILL for what
+    is left of the group."""
+    # A file, not a pipe: nobody reads a pipe while the server runs, and a full one blocks it.
+    with tempfile.TemporaryFile("w+") as stderr:
+        server = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+            # Servers fork workers; one signal to the group reaches them all.
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while server.poll() is None:
+                with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{url} did not answer within {timeout:.0f} s")
+                time.sleep(0.5)
+            else:
+                stderr.seek(0)
+                pytest.fail(f"{command} ended before {url} answered:\n{stderr.read()[-3000:]}")
+            yield server
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(timeout=30)
+            # Whatever of the group is still there once its leader ended (or would not end).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)

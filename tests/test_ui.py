@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, tiny_overrides, tracking_uri, write_kaggle_csv
+from conftest import free_port, run_cli, serving, tiny_overrides, tracking_uri, write_kaggle_csv
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 pytestmark = [
@@ -32,12 +28,6 @@ SCREENSHOTS = Path(
         Path(__file__).resolve().parents[1] / "outputs" / "test-artifacts",
     )
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +54,8 @@ def ui(tmp_path_factory):
         # Without it the UI starts ~15 processes and ~3 GB; with it 2 and ~0.5 GB.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
-    server = subprocess.Popen(
+    base = f"http://127.0.0.1:{port}"
+    with serving(
         [
             shutil.which("mlflow", path=env["PATH"]),
             "ui",
@@ -77,31 +68,11 @@ def ui(tmp_path_factory):
             "--workers",
             "1",
         ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert server.poll() is None, server.stderr.read()[-2000:]
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow ui did not answer /health within 90 s")
+        f"{base}/health",
+        env,
+        timeout=90,
+    ):
         yield root, base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +16,9 @@ import pandas as pd
 import pytest
 from conftest import (
     KAGGLE_GENRES,
+    free_port,
     run_cli,
+    serving,
     tiny_overrides,
     tracking_uri,
     write_kaggle_csv,
@@ -184,12 +183,6 @@ def test_promote_errors_are_one_line(project):
         assert expected in result.stderr, result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def post(url: str, body: bytes) -> tuple[int, dict]:
     request = urllib.request.Request(
         url, data=body, headers={"Content-Type": "application/json"}, method="POST"
@@ -212,31 +205,16 @@ def test_mlflow_scoring_server_serves_the_registered_model(project):
         "MLFLOW_TRACKING_URI": tracking_uri(root),
     }
     model_uri = f"models:/{MODEL}/1"
-    server = subprocess.Popen(
+    base = f"http://127.0.0.1:{port}"
+    with serving(
         [
             *(sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri),
             *("--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)),
         ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert server.poll() is None, server.stderr.read()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(1)
-        else:
-            pytest.fail("the scoring server never answered /ping")
-
+        f"{base}/ping",
+        env,
+        timeout=180,
+    ):
         texts = ["metalword metalsound the night", "", "jazzword é 🎵"]
         expected = in_process(root, model_uri, texts)
         split = {"dataframe_split": {"columns": ["lyrics"], "data": [[t] for t in texts]}}
@@ -265,10 +243,3 @@ def test_mlflow_scoring_server_serves_the_registered_model(project):
         # Still serving after the bad requests.
         status, answer = post(f"{base}/invocations", json.dumps(split).encode())
         assert status == 200 and len(answer["predictions"]) == 3
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)

@@ -29,7 +29,8 @@ def differing_params(runs: pd.DataFrame) -> list[str]:
         for c in runs.columns
         if c.startswith("params.") and not c.removeprefix("params.").startswith(NOISE_PARAMS)
     ]
-    return [c for c in columns if runs[c].fillna("∅").nunique() > 1]
+    # Sorted: MLflow's search builds its param columns from a set, in no fixed order.
+    return sorted(c for c in columns if runs[c].fillna("∅").nunique() > 1)
 
 
 def genre_columns(runs: pd.DataFrame) -> list[str]:
