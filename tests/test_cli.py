@@ -91,7 +91,7 @@ def test_params_are_the_flattened_resolved_config(trained):
     assert params["model.lstm_units"] == "8"
     assert params["model.dropout"] == "0.5"
     assert params["model.batch_norm"] == "True"
-    assert params["data.balance"] == "True"
+    assert params["data.balance"] == "undersample"
     assert params["data.train_path"] == str(root / "train.csv")
     assert params["training.optimizer"] == "adam"
     assert params["mlflow.experiment_name"] == "tests"

@@ -48,8 +48,10 @@ def test_column_names_come_from_config(tmp_path):
 def test_unbalanced_keeps_every_row_and_balanced_undersamples(kaggle_csv):
     train, test = kaggle_csv
     raw_counts = pd.read_csv(train)["Genre"].value_counts()
-    unbalanced = load_dataset(train, test, KAGGLE_GENRES, balance_train=False, val_fraction=0.25)
-    balanced = load_dataset(train, test, KAGGLE_GENRES, balance_train=True, val_fraction=0.25)
+    unbalanced = load_dataset(train, test, KAGGLE_GENRES, balance_train="none", val_fraction=0.25)
+    balanced = load_dataset(
+        train, test, KAGGLE_GENRES, balance_train="undersample", val_fraction=0.25
+    )
     assert (unbalanced.distribution["train"] == raw_counts.reindex(KAGGLE_GENRES)).all()
     assert (
         balanced.distribution["train_before_balancing"] == raw_counts.reindex(KAGGLE_GENRES)
@@ -57,6 +59,47 @@ def test_unbalanced_keeps_every_row_and_balanced_undersamples(kaggle_csv):
     assert set(balanced.distribution["train"]) == {raw_counts.min()}
     assert len(balanced.train) + len(balanced.val) == raw_counts.min() * len(KAGGLE_GENRES)
     assert (balanced.distribution["test"] == 4).all()
+
+
+def test_oversampling_repeats_training_rows_only_after_the_validation_split(kaggle_csv):
+    train, test = kaggle_csv
+    raw_counts = pd.read_csv(train)["Genre"].value_counts()
+    plain = load_dataset(train, test, KAGGLE_GENRES, val_fraction=0.25, seed=5)
+    over = load_dataset(train, test, KAGGLE_GENRES, balance_train="oversample", val_fraction=0.25)
+    # The validation rows are the plain split's: no repeated song reaches validation.
+    assert (
+        over.val["lyrics"].tolist()
+        == load_dataset(train, test, KAGGLE_GENRES, val_fraction=0.25).val["lyrics"].tolist()
+    )
+    assert set(over.train["lyrics"]).isdisjoint(over.val["lyrics"])
+    # Every genre of the training part as large as the largest, each own row kept at least once.
+    fit_counts = over.train["genre"].value_counts()
+    assert set(fit_counts) == {fit_counts.max()} and len(fit_counts) == len(KAGGLE_GENRES)
+    plain_fit = load_dataset(train, test, KAGGLE_GENRES, val_fraction=0.25)
+    assert set(plain_fit.train["lyrics"]) == set(over.train["lyrics"])
+    assert fit_counts.max() == plain_fit.train["genre"].value_counts().max()
+    assert (over.distribution["train_before_balancing"] == raw_counts.reindex(KAGGLE_GENRES)).all()
+    assert len(plain.train) < len(over.train)
+
+
+def test_validation_by_artist_keeps_each_artist_on_one_side(kaggle_csv):
+    dataset = load_dataset(*kaggle_csv, KAGGLE_GENRES, val_fraction=0.25, val_by_artist=True)
+    assert set(dataset.train["artist"]).isdisjoint(dataset.val["artist"])
+    assert set(dataset.val["genre"]) == set(dataset.train["genre"]) == set(KAGGLE_GENRES)
+    again = load_dataset(*kaggle_csv, KAGGLE_GENRES, val_fraction=0.25, val_by_artist=True)
+    assert again.val["lyrics"].tolist() == dataset.val["lyrics"].tolist()
+    # The plain split puts artists on both sides (the fixture has 3 artists per genre).
+    plain = load_dataset(*kaggle_csv, KAGGLE_GENRES, val_fraction=0.25)
+    assert not set(plain.train["artist"]).isdisjoint(plain.val["artist"])
+
+
+def test_validation_by_artist_needs_an_artist_per_side(tmp_path, kaggle_csv):
+    train, _ = kaggle_frames()
+    train.loc[train["Genre"] == "Jazz", "Artist"] = "the only jazz artist"
+    train.to_csv(tmp_path / "one.csv", index=False)
+    with pytest.raises(DataError, match="genre 'Jazz' has too few artists") as error:
+        load_dataset(tmp_path / "one.csv", kaggle_csv[1], KAGGLE_GENRES, val_by_artist=True)
+    assert "data.val_split=stratified" in str(error.value)
 
 
 def test_balance_is_reproducible_and_draws_from_each_genre():

@@ -62,6 +62,22 @@ def tracking_uri(explicit: str | None = None) -> str:
     return explicit or default_tracking_uri()
 
 
+class Balance(StrEnum):
+    none = "none"
+    undersample = "undersample"
+    oversample = "oversample"
+
+
+class ValSplit(StrEnum):
+    stratified = "stratified"
+    by_artist = "by_artist"
+
+
+class ValWeights(StrEnum):
+    none = "none"
+    balanced = "balanced"
+
+
 class LabelMode(StrEnum):
     error = "error"
     drop = "drop"
@@ -116,11 +132,20 @@ class DataConfig:
     # Which training-split languages to keep; null keeps all. The test split is never filtered:
     # it is the fixed yardstick (and Kaggle's test.csv has no language column).
     languages: list[str] | None = None
-    # Undersample every training genre to the smallest one's count, as the seed did.
-    balance: bool = False
+    # Imbalance in the rows: undersample every training genre to the smallest one's count (as
+    # the seed did, before the validation split), oversample the training part up to the
+    # largest, or none. Class weights (training.class_weight) are the other way.
+    balance: Balance = Balance.none
     # Rows whose genre is not in ``genres``: stop with an error, or drop them and log the count.
     unknown_genres: LabelMode = LabelMode.error
     val_fraction: float = 0.2
+    # stratified by genre; by_artist also keeps each artist on one side, as a test split of other
+    # artists does (otherwise validation rewards knowing an artist's words).
+    val_split: ValSplit = ValSplit.stratified
+    # How validation scores (val_macro_f1, val_loss, early stopping, selection) count the rows:
+    # as they come, or balanced, every genre weighing the same, as in a genre-balanced test
+    # split (Kaggle's and lyrics-real's test splits are near balanced, their train splits not).
+    val_weights: ValWeights = ValWeights.none
     # A stratified subsample of the training rows, for quick runs; null: all.
     max_train_rows: int | None = None
     vocab_size: int = 20000
@@ -201,9 +226,10 @@ def register_configs() -> None:
         OmegaConf.register_resolver("genre_exp.root", project_root)
         OmegaConf.register_resolver("genre_exp.tracking_uri", default_tracking_uri)
     cs = ConfigStore.instance()
-    cs.store(name="schema", node=Config)
+    # replace: registering again (a family added later, a test) is not a mistake to warn about.
+    cs.store(name="schema", node=Config, replace=True)
     for family in FAMILIES.values():
-        cs.store(name=f"family_{family.name}", node=family.schema)
+        cs.store(name=f"family_{family.name}", node=family.schema, replace=True)
 
 
 register_configs()

@@ -39,8 +39,14 @@ class Evaluation:
 
 
 def evaluate(
-    y_true: np.ndarray, probabilities: np.ndarray, genres: Sequence[str], prefix: str = "test"
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    genres: Sequence[str],
+    prefix: str = "test",
+    sample_weight: np.ndarray | None = None,
 ) -> Evaluation:
+    """Scores of predicted genres (the most probable) against true ones; ``sample_weight``
+    counts rows unequally (e.g. every genre weighing the same)."""
     from sklearn.metrics import (
         accuracy_score,
         classification_report,
@@ -51,17 +57,18 @@ def evaluate(
 
     labels = list(range(len(genres)))
     y_pred = probabilities.argmax(axis=1)
+    weights = {"sample_weight": sample_weight}
     metrics = {
-        f"{prefix}_accuracy": float(accuracy_score(y_true, y_pred)),
+        f"{prefix}_accuracy": float(accuracy_score(y_true, y_pred, **weights)),
         f"{prefix}_macro_f1": float(
-            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0, **weights)
         ),
         f"{prefix}_weighted_f1": float(
-            f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
+            f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0, **weights)
         ),
     }
     precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
+        y_true, y_pred, labels=labels, zero_division=0, **weights
     )
     for i, genre in enumerate(genres):
         name = metric_safe(genre)
@@ -74,6 +81,12 @@ def evaluate(
         columns=pd.Index(list(genres), name="predicted"),
     )
     report = classification_report(
-        y_true, y_pred, labels=labels, target_names=list(genres), digits=2, zero_division=0
+        y_true,
+        y_pred,
+        labels=labels,
+        target_names=list(genres),
+        digits=2,
+        zero_division=0,
+        **weights,
     )
     return Evaluation(metrics=metrics, confusion=confusion, report=report, prefix=prefix)

@@ -1,6 +1,7 @@
 """The training task as steps. ``train`` reads top-down as the pipeline: locate the data,
-decide where to start, load, open the run, vectorise, build, fit, evaluate, log. Each step is
-a function of this module; MLflow stays behind ``genre_exp.tracking``."""
+decide where to start, load, open the run, fit (vectorise, build and train, each family its way:
+``fitting``), evaluate, log. Each step is a function; MLflow stays behind
+``genre_exp.tracking``."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from genre_exp import resume
+from genre_exp import fitting, resume
+from genre_exp.models import family_of
 from genre_exp.selection import EPOCH_METRIC, SELECTION_METRIC
 from genre_exp.tracking import record, runs, store
-from genre_exp.vectorize import vectorise_splits
 
 log = logging.getLogger("genre_exp")
 
@@ -39,17 +40,11 @@ class Job:
 def train(cfg: Any, job: Job) -> float:
     """One experiment, end to end; returns validation macro-F1 of the final model (what
     sweepers optimise)."""
+    family_of(cfg.model)  # a model YAML that names no family stops here, before any work
     store.check_reachable(cfg.mlflow.tracking_uri)
     files = locate_data(cfg)
     config = resolved(cfg)
-    start = resume.start(
-        cfg.training.resume,
-        cfg.mlflow.tracking_uri,
-        config,
-        files.digests,
-        cfg.training.epochs,
-        job.output_dir,
-    )
+    start = resume.start(cfg, config, files.digests, job.output_dir)
     dataset = load_data(cfg.data, files)
     experiment_id = open_experiment(cfg.mlflow)
     with runs.job_run(
@@ -58,14 +53,12 @@ def train(cfg: Any, job: Job) -> float:
         describe_run(run_id, cfg, start)
         if not start.resumed:
             log_inputs(config, job, dataset, files)
-        vectorizer = start.vectorizer(dataset.train["lyrics"].tolist(), cfg.data)
-        splits = vectorise_splits(vectorizer, dataset)
-        classifier = start.classifier(cfg.model, splits.inputs(cfg.data.sequence_length))
-        history = fit(classifier, splits, cfg.training, start, job.stop)
-        results = evaluate(classifier, splits, dataset.genres, cfg.training.batch_size)
-        log_results(results, history, start, run_id)
+        val_weights = validation_weights(cfg.data, dataset)
+        trained = fitting.fit(cfg, start, dataset, val_weights, job.stop)
+        results = evaluate(trained, dataset, val_weights)
+        log_results(results, trained, start, run_id)
         if cfg.mlflow.log_model:
-            log_model(cfg.mlflow, vectorizer, classifier, dataset)
+            log_model(cfg.mlflow, trained, dataset)
     return results.selection
 
 
@@ -96,7 +89,8 @@ def load_data(data: Any, files):
         genres=list(data.genres),
         columns=Columns(**data.columns),
         languages=data.languages,
-        balance_train=data.balance,
+        balance_train=str(data.balance),
+        val_by_artist=str(data.val_split) == "by_artist",
         unknown_genres=str(data.unknown_genres),
         val_fraction=data.val_fraction,
         max_train_rows=data.max_train_rows,
@@ -173,30 +167,6 @@ def log_inputs(config: dict, job: Job, dataset, files) -> None:
     )
 
 
-def fit(classifier, splits, training: Any, start: resume.Start, stop: threading.Event):
-    """Keras' fit from the start's epoch on, logging and checkpointing every epoch; returns
-    Keras' History of the epochs this job trained."""
-    from genre_exp import checkpoint, train
-
-    train.seed_everything(training.seed)
-    return train.fit(
-        classifier,
-        splits.x_train,
-        splits.y_train,
-        splits.x_val,
-        splits.y_val,
-        splits.n_classes,
-        training,
-        # After the logger: a checkpoint on disk means its epoch's metrics were logged.
-        extra_callbacks=[
-            train.stop_when(stop),
-            record.epoch_logger(resumed=start.resumed),
-            checkpoint.callback(start.checkpoint_dir),
-        ],
-        initial_epoch=start.first_epoch,
-    )
-
-
 @dataclass
 class Results:
     validation: Any
@@ -207,33 +177,44 @@ class Results:
         return self.validation.metrics[EPOCH_METRIC]
 
 
-def evaluate(classifier, splits, genres: list[str], batch_size: int) -> Results:
+def validation_weights(data: Any, dataset):
+    """Per-row weights of the validation scores: None (rows as they come), or every genre
+    weighing the same (``data.val_weights=balanced``)."""
+    if str(data.val_weights) != "balanced":
+        return None
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    return compute_sample_weight("balanced", dataset.codes("val"))
+
+
+def evaluate(trained, dataset, val_weights) -> Results:
     """The final model on the validation split (what sweeps choose on) and the test split."""
     from genre_exp.evaluate import evaluate as score
 
-    def predict(x):
-        return classifier.predict(x, batch_size=max(batch_size, 256), verbose=0)
-
     return Results(
-        validation=score(splits.y_val, predict(splits.x_val), genres, prefix="val"),
-        test=score(splits.y_test, predict(splits.x_test), genres, prefix="test"),
+        validation=score(
+            dataset.codes("val"),
+            trained.predict("val"),
+            dataset.genres,
+            prefix="val",
+            sample_weight=val_weights,
+        ),
+        test=score(dataset.codes("test"), trained.predict("test"), dataset.genres, prefix="test"),
     )
 
 
-def log_results(results: Results, history, start: resume.Start, run_id: str) -> None:
+def log_results(results: Results, trained, start: resume.Start, run_id: str) -> None:
     """Final metrics, the test evaluation, the confusion matrix and the learning curves."""
     from genre_exp import plots
 
-    epochs = start.first_epoch + len(history.history.get("loss", []))
+    history = trained.history
     # A resumed run's curves start with the killed job's epochs, which only MLflow holds.
-    curves = (
-        record.metric_history(run_id, list(history.history)) if start.resumed else history.history
-    )
+    curves = record.metric_history(run_id, list(history)) if start.resumed else history
     record.log_metrics(
         {
             "final_val_accuracy": results.validation.metrics["val_accuracy"],
             SELECTION_METRIC: results.selection,
-            "epochs_trained": epochs,
+            "epochs_trained": start.first_epoch + len(history.get(EPOCH_METRIC, [])),
         }
     )
     record.log_evaluation(results.test, "test")
@@ -248,16 +229,9 @@ def log_results(results: Results, history, start: resume.Start, run_id: str) -> 
     )
 
 
-def log_model(mlflow_cfg: Any, vectorizer, classifier, dataset) -> None:
-    """The raw-lyrics model (vectoriser inside), registered if ``mlflow.registered_model_name``
-    says so."""
-    from genre_exp.models import export_model
-
-    uri = record.log_model(
-        export_model(vectorizer, classifier),
-        dataset.genres,
-        dataset.test["lyrics"].head(2).tolist(),
-    )
+def log_model(mlflow_cfg: Any, trained, dataset) -> None:
+    """The raw-lyrics model, registered if ``mlflow.registered_model_name`` says so."""
+    uri = record.log_model(trained.text_model(), dataset.genres, dataset.texts("test")[:2])
     log.info("model logged: %s", uri)
     if mlflow_cfg.registered_model_name:
         version = record.register_model(uri, mlflow_cfg.registered_model_name)

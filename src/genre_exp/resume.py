@@ -37,15 +37,18 @@ class Start:
         """Keras' ``initial_epoch``: epochs are numbered from 0 and keep their numbers."""
         return self.saved.epoch if self.saved else 0
 
-    def vectorizer(self, train_texts: Sequence[str], data: Any):
+    def vectorizer(self, train_texts: Sequence[str], data: Any, ngrams: int = 1):
         """Adapted on the training texts (and its vocabulary saved for a later resume), or
-        rebuilt from the killed run's vocabulary so text maps to the same ids."""
+        rebuilt from the killed run's vocabulary so text maps to the same ids. ``ngrams``: the
+        word n-grams a family reads besides words (1: words only)."""
         from genre_exp import vectorize
 
         settings = (data.vocab_size, data.sequence_length, str(data.standardize))
         if self.saved:
-            return vectorize.vectorizer_from_vocabulary(self.saved.vocabulary, *settings)
-        vectorizer = vectorize.build_vectorizer(train_texts, *settings)
+            return vectorize.vectorizer_from_vocabulary(
+                self.saved.vocabulary, *settings, ngrams=ngrams
+            )
+        vectorizer = vectorize.build_vectorizer(train_texts, *settings, ngrams=ngrams)
         checkpoint.save_vocabulary(self.checkpoint_dir, vectorizer.get_vocabulary())
         return vectorizer
 
@@ -59,17 +62,21 @@ class Start:
 
 
 def start(
-    resume: str | None,
-    tracking_uri: str,
-    config: Mapping[str, Any],
-    digests: Mapping[str, str],
-    epochs: int,
-    output_dir: Path,
+    cfg: Any, config: Mapping[str, Any], digests: Mapping[str, str], output_dir: Path
 ) -> Start:
-    """A fresh start in ``output_dir``, or the checked resumption of run ``resume``."""
+    """A fresh start in ``output_dir``, or the checked resumption of the run
+    ``training.resume`` names (``config`` is ``cfg`` resolved, ``digests`` the data files')."""
+    from genre_exp.models import KERAS, family_of
+
+    resume, epochs = cfg.training.resume, cfg.training.epochs
     if not resume:
         return Start(run_id=None, checkpoint_dir=checkpoint.folder(output_dir))
-    killed_dir = _check_run(resume, tracking_uri, config, digests)
+    if family_of(cfg.model).kind != KERAS:
+        raise ConfigError(
+            f"training.resume={resume}: model {cfg.model.name} trains in one step, so there "
+            "are no epochs to resume; run it again instead"
+        )
+    killed_dir = _check_run(resume, cfg.mlflow.tracking_uri, config, digests)
     folder = checkpoint.folder(killed_dir)
     saved = checkpoint.load(folder)
     where = f"training.resume={resume}"

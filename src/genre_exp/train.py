@@ -48,9 +48,16 @@ def make_optimizer(name: str, learning_rate: float):
     return factories[name](learning_rate=learning_rate)
 
 
-def macro_f1_callback(x_val: np.ndarray, y_val: np.ndarray, n_classes: int, batch_size: int):
-    """Adds ``val_macro_f1`` to each epoch's logs, so early stopping, the learning curves and
-    MLflow can all use it. Must come before the callbacks that read it."""
+def macro_f1_callback(
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    batch_size: int,
+    sample_weight: np.ndarray | None = None,
+):
+    """Adds ``val_macro_f1`` to each epoch's logs (rows weighted by ``sample_weight``), so early
+    stopping, the learning curves and MLflow can all use it. Must come before the callbacks that
+    read it."""
     import keras
     from sklearn.metrics import f1_score
 
@@ -66,6 +73,7 @@ def macro_f1_callback(x_val: np.ndarray, y_val: np.ndarray, n_classes: int, batc
                     labels=list(range(n_classes)),
                     average="macro",
                     zero_division=0,
+                    sample_weight=sample_weight,
                 )
             )
 
@@ -95,6 +103,7 @@ def fit(
     training: Any,
     extra_callbacks: Sequence[Any] = (),
     initial_epoch: int = 0,
+    val_weights: np.ndarray | None = None,
 ):
     """Fit ``model`` as ``training`` (the training config group) says, from ``initial_epoch``
     on (epochs are numbered from 0, so a resumed run's epochs keep their numbers); returns
@@ -110,7 +119,7 @@ def fit(
             metrics=["accuracy"],
         )
     callbacks: list[Any] = [
-        macro_f1_callback(x_val, y_val, n_classes, max(training.batch_size, 256))
+        macro_f1_callback(x_val, y_val, n_classes, max(training.batch_size, 256), val_weights)
     ]
     stop = training.early_stopping
     if stop.enabled:
@@ -139,7 +148,8 @@ def fit(
     return model.fit(
         x_train,
         y_train,
-        validation_data=(x_val, y_val),
+        # Weighted, val_loss and val_accuracy count rows as val_macro_f1 does.
+        validation_data=(x_val, y_val) if val_weights is None else (x_val, y_val, val_weights),
         epochs=training.epochs,
         initial_epoch=initial_epoch,
         batch_size=training.batch_size,

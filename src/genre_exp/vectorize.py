@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -26,7 +25,10 @@ def build_vectorizer(
     sequence_length: int,
     standardize: str = "lower_and_strip_punctuation",
     batch_size: int = 1024,
+    ngrams: int = 1,
 ):
+    """Adapted on the training texts. With ``ngrams`` > 1 the tokens are the words followed by
+    their word n-grams up to that length (e.g. bigrams), all in one vocabulary."""
     import tensorflow as tf
     from keras import layers
 
@@ -35,6 +37,7 @@ def build_vectorizer(
         output_mode="int",
         output_sequence_length=sequence_length,
         standardize=standardize,
+        ngrams=ngrams if ngrams > 1 else None,
         name="vectorizer",
     )
     vectorizer.adapt(
@@ -48,6 +51,7 @@ def vectorizer_from_vocabulary(
     vocab_size: int,
     sequence_length: int,
     standardize: str = "lower_and_strip_punctuation",
+    ngrams: int = 1,
 ):
     """The vectoriser a run adapted, rebuilt from its saved vocabulary (padding and OOV token
     included, as ``get_vocabulary()`` returns it), so a resumed run maps text to the same ids."""
@@ -58,6 +62,7 @@ def vectorizer_from_vocabulary(
         output_mode="int",
         output_sequence_length=sequence_length,
         standardize=standardize,
+        ngrams=ngrams if ngrams > 1 else None,
         vocabulary=list(vocabulary),
         name="vectorizer",
     )
@@ -81,36 +86,15 @@ def to_strings(texts: Sequence[str]):
 
 @dataclass
 class Splits:
-    """Token ids and genre codes of the three splits."""
+    """Token ids of the three splits ("train", "val", "test") and the vocabulary's size."""
 
-    x_train: Any
-    y_train: Any
-    x_val: Any
-    y_val: Any
-    x_test: Any
-    y_test: Any
+    ids: dict[str, np.ndarray]
     vocab_size: int
-    n_classes: int
-
-    def inputs(self, sequence_length: int):
-        from genre_exp.models import Inputs
-
-        return Inputs(self.vocab_size, sequence_length, self.n_classes)
 
 
 def vectorise_splits(vectorizer, dataset) -> Splits:
-    """Every split's lyrics as token ids, every genre as its index in ``data.genres``."""
-    codes = {g: i for i, g in enumerate(dataset.genres)}
-    parts = (dataset.train, dataset.val, dataset.test)
-    x_train, x_val, x_test = (vectorize(vectorizer, s["lyrics"].tolist()) for s in parts)
-    y_train, y_val, y_test = (s["genre"].map(codes).to_numpy() for s in parts)
+    """Every split's lyrics as token ids."""
     return Splits(
-        x_train,
-        y_train,
-        x_val,
-        y_val,
-        x_test,
-        y_test,
+        ids={split: vectorize(vectorizer, dataset.texts(split)) for split in dataset.SPLITS},
         vocab_size=vectorizer.vocabulary_size(),
-        n_classes=len(dataset.genres),
     )

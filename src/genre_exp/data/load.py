@@ -16,7 +16,7 @@ import pandas as pd
 
 from genre_exp.data.files import read_table
 from genre_exp.data.layout import Columns
-from genre_exp.data.sampling import balance, split_validation, subsample
+from genre_exp.data.sampling import balance, oversample, split_validation, subsample
 from genre_exp.errors import DataError
 
 
@@ -64,6 +64,16 @@ class Dataset:
     distribution: pd.DataFrame
     dropped: dict[str, int]
     sources: dict[str, Path]
+
+    SPLITS = ("train", "val", "test")
+
+    def texts(self, split: str) -> list[str]:
+        return getattr(self, split)["lyrics"].tolist()
+
+    def codes(self, split: str) -> np.ndarray:
+        """The split's genres as their index in ``genres`` (the model's output order)."""
+        index = {g: i for i, g in enumerate(self.genres)}
+        return getattr(self, split)["genre"].map(index).to_numpy(dtype=np.int64)
 
 
 def load_split(
@@ -158,12 +168,17 @@ def load_dataset(
     genres: Sequence[str],
     columns: Columns | None = None,
     languages: Sequence[str] | None = None,
-    balance_train: bool = False,
+    balance_train: str = "none",
     unknown_genres: str = "error",
     val_fraction: float = 0.2,
     max_train_rows: int | None = None,
     seed: int = 42,
+    val_by_artist: bool = False,
 ) -> Dataset:
+    """The run's data set. ``balance_train``: "undersample" draws every genre down to the
+    smallest before the validation split (as the seed notebook did, so validation is balanced
+    too); "oversample" repeats rows of the smaller genres up to the largest after the split,
+    in the training part only (a repeated song on both sides would inflate validation)."""
     columns = columns or Columns()
     genres = list(genres)
     if len(set(genres)) != len(genres) or len(genres) < 2:
@@ -177,10 +192,12 @@ def load_dataset(
     frame = subsample(frame, max_train_rows, seed)
     require_genres(frame, genres, train.path, "training")
     before = frame["genre"].value_counts().reindex(genres, fill_value=0)
-    if balance_train:
+    if balance_train == "undersample":
         frame = balance(frame, genres, seed)
-    after = frame["genre"].value_counts().reindex(genres, fill_value=0)
-    fit, val = split_validation(frame, val_fraction, seed)
+    fit, val = split_validation(frame, val_fraction, seed, by_artist=val_by_artist)
+    if balance_train == "oversample":
+        fit = oversample(fit, genres, seed)
+    after = pd.concat([fit["genre"], val["genre"]]).value_counts().reindex(genres, fill_value=0)
     distribution = pd.DataFrame(
         {
             "train_before_balancing": before,

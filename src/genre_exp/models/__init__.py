@@ -1,8 +1,11 @@
 """Model families. A family is a typed schema (its settings under ``model.``) and one builder,
 registered here by ``@family``; its YAML under ``conf/model/`` names the schema.
 
-Every builder takes token ids and returns genre probabilities, so the vectoriser, the export
-to a raw-lyrics model, checkpoints and serving are the same for every family.
+Two kinds of family:
+- ``keras``: ``build(cfg, inputs) -> keras.Model`` from token ids to genre probabilities, so the
+  vectoriser, the export to a raw-lyrics model, checkpoints and serving are the same for all;
+- ``text``: ``build(cfg, class_weight, seed)`` -> a scikit-learn estimator that takes raw
+  lyrics itself (``fit(texts, labels)``, ``predict_proba(texts)``), trained in one step.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import MISSING
+
+from genre_exp.errors import ConfigError
 
 
 @dataclass
@@ -30,25 +35,43 @@ class Inputs:
     n_classes: int
 
 
+KERAS = "keras"
+TEXT = "text"
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
     schema: type[ModelConfig]
-    build: Callable[[Any, Inputs], Any]
+    build: Callable[..., Any]
+    kind: str = KERAS
 
 
 FAMILIES: dict[str, Family] = {}
 
 
-def family(name: str, schema: type[ModelConfig]):
-    """Register ``build(cfg, inputs) -> keras.Model`` as the builder of family ``name``, whose
-    settings are ``schema``."""
+def family(name: str, schema: type[ModelConfig], kind: str = KERAS):
+    """Register ``build`` as the builder of family ``name``, whose settings are ``schema``."""
 
-    def register(build: Callable[[Any, Inputs], Any]):
-        FAMILIES[name] = Family(name, schema, build)
+    def register(build: Callable[..., Any]):
+        FAMILIES[name] = Family(name, schema, build, kind)
         return build
 
     return register
+
+
+def check_sizes(cfg: Any, minimums: dict[str, int]) -> None:
+    """Refuse sizes a layer cannot have, naming the setting."""
+    for setting, least in minimums.items():
+        value = getattr(cfg, setting)
+        if value < least:
+            raise ConfigError(f"model.{setting}={value}: expected an integer >= {least}")
+
+
+def check_rate(cfg: Any, setting: str = "dropout") -> None:
+    rate = getattr(cfg, setting)
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"model.{setting}={rate}: expected 0 <= {setting} < 1")
 
 
 def family_of(cfg: Any) -> Family:
@@ -59,13 +82,19 @@ def family_of(cfg: Any) -> Family:
     for registered in FAMILIES.values():
         if registered.schema is schema:
             return registered
-    raise KeyError(f"no model family has the schema {schema.__name__}")
+    raise ConfigError(
+        f"model {getattr(cfg, 'name', '?')}: its settings ({schema.__name__}) are no registered "
+        "family's; its YAML under conf/model/ must start with `defaults: [/family_<name>@_here_]`"
+    )
 
 
 def build_classifier(cfg: Any, inputs: Inputs):
-    """The classifier ``cfg`` describes: token ids (``inputs.sequence_length``) in, one
-    probability per genre out."""
-    return family_of(cfg).build(cfg, inputs)
+    """The classifier a Keras family's ``cfg`` describes: token ids
+    (``inputs.sequence_length``) in, one probability per genre out."""
+    found = family_of(cfg)
+    if found.kind != KERAS:
+        raise ConfigError(f"model {cfg.name}: a {found.kind} family, not built on token ids")
+    return found.build(cfg, inputs)
 
 
 def export_model(vectorizer, classifier):
@@ -78,4 +107,4 @@ def export_model(vectorizer, classifier):
 
 
 # The families; each module registers itself.
-from genre_exp.models import lstm  # noqa: E402, F401
+from genre_exp.models import lstm, tfidf_linear  # noqa: E402, F401

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genre_exp.errors import ConfigError
-from genre_exp.models import Inputs, ModelConfig, family
+from genre_exp.models import Inputs, ModelConfig, check_rate, check_sizes, family
 
 
 @dataclass
@@ -21,26 +20,13 @@ class LstmConfig(ModelConfig):
     dense_units: int = 0
 
 
-def check_sizes(cfg, minimums: dict[str, int]) -> None:
-    """Refuse sizes a layer cannot have, naming the setting."""
-    for setting, least in minimums.items():
-        value = getattr(cfg, setting)
-        if value < least:
-            raise ConfigError(f"model.{setting}={value}: expected an integer >= {least}")
-
-
-def check_dropout(rate: float) -> None:
-    if not 0.0 <= rate < 1.0:
-        raise ConfigError(f"model.dropout={rate}: expected 0 <= dropout < 1")
-
-
 @family("lstm", LstmConfig)
 def build(cfg: LstmConfig, inputs: Inputs):
     import keras
     from keras import layers
 
     check_sizes(cfg, {"embedding_dim": 1, "lstm_units": 1, "dense_units": 0})
-    check_dropout(cfg.dropout)
+    check_rate(cfg)
     tokens = keras.Input(shape=(inputs.sequence_length,), dtype="int32", name="token_ids")
     x = layers.Embedding(inputs.vocab_size, cfg.embedding_dim, mask_zero=True, name="embedding")(
         tokens

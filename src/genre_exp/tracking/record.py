@@ -113,10 +113,10 @@ def log_evaluation(evaluation, split: str) -> None:
     mlflow.log_table(evaluation.per_genre(), f"evaluation/{split}_per_genre.json")
 
 
-def log_metrics(metrics: Mapping[str, float]) -> None:
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     import mlflow
 
-    mlflow.log_metrics(dict(metrics))
+    mlflow.log_metrics(dict(metrics), step=step)
 
 
 def epoch_logger(resumed: bool = False):
@@ -156,28 +156,27 @@ def metric_history(run_id: str, keys: list[str]) -> dict[str, list[float]]:
     return history
 
 
-def log_model(export_model, genres: list[str], example_texts: list[str]) -> str:
-    """Log the raw-text model as pyfunc (Keras inside); returns its model URI."""
+def log_model(text_model, genres: list[str], example_texts: list[str]) -> str:
+    """Log a trained text model (raw lyrics in: Keras with its vectoriser, or scikit-learn) as
+    genre-exp's pyfunc model; returns its model URI."""
     import keras
     import mlflow
     import pandas as pd
+    import sklearn
     import tensorflow as tf
     from mlflow.models import infer_signature
 
     import genre_exp
     from genre_exp.data.layout import TEXT_COLUMN
+    from genre_exp.serving import probabilities, save_text_model
 
     example = pd.DataFrame({TEXT_COLUMN: [t[:500] for t in example_texts]})
-    output = pd.DataFrame(
-        export_model.predict(tf.constant(example[TEXT_COLUMN].tolist()), verbose=0), columns=genres
-    )
+    output = pd.DataFrame(probabilities(text_model, example[TEXT_COLUMN].tolist()), columns=genres)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.keras"
-        export_model.save(path)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(genre_exp.__file__).parent / "model_code.py"),
-            artifacts={"keras_model": str(path)},
+            artifacts=save_text_model(text_model, Path(tmp)),
             code_paths=[str(Path(genre_exp.__file__).parent)],
             model_config={"genres": list(genres)},
             signature=infer_signature(example, output),
@@ -187,6 +186,7 @@ def log_model(export_model, genres: list[str], example_texts: list[str]) -> str:
             pip_requirements=[
                 f"tensorflow-cpu=={tf.__version__}",
                 f"keras=={keras.__version__}",
+                f"scikit-learn=={sklearn.__version__}",
                 f"mlflow=={mlflow.__version__}",
                 f"pandas=={pd.__version__}",
             ],
