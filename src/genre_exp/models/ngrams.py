@@ -117,32 +117,34 @@ class TokenNgrams(TransformerMixin, BaseEstimator):
     def _through_tokens(self, docs):
         import scipy.sparse as sp
 
+        # Unseen tokens get columns after the known ones, and their n-gram rows under the
+        # token x n-gram matrix, so one product counts both.
         index, unseen, analysers = self.token_index_, {}, self._analysers()
         indptr, indices, values = [0], [], []
-        extra_rows, extra_columns, extra_values = [], [], []
-        for row, doc in enumerate(docs):
+        for doc in docs:
             for token, count in Counter(doc.lower().split()).items():
                 column = index.get(token)
-                if column is not None:
-                    indices.append(column)
-                    values.append(count)
-                    continue
-                if token not in unseen:
-                    unseen[token] = self._cut(token, analysers)
-                columns = unseen[token]
-                extra_rows += [row] * len(columns)
-                extra_columns += columns
-                extra_values += [count] * len(columns)
+                if column is None:
+                    column = unseen.get(token)
+                    if column is None:
+                        column = unseen[token] = len(index) + len(unseen)
+                indices.append(column)
+                values.append(count)
             indptr.append(len(indices))
-        shape = (len(indptr) - 1, len(index))
         per_doc = sp.csr_matrix(
             (np.asarray(values, np.float32), np.asarray(indices, np.int64), np.asarray(indptr)),
-            shape=shape,
+            shape=(len(docs), len(index) + len(unseen)),
         )
-        counts = per_doc @ self.token_ngrams_
-        if extra_rows:
-            counts = counts + sp.csr_matrix(
-                (np.asarray(extra_values, np.float32), (extra_rows, extra_columns)),
-                shape=counts.shape,
+        token_ngrams = self.token_ngrams_
+        if unseen:
+            rows, columns = [], []
+            for row, token in enumerate(unseen):
+                cut = self._cut(token, analysers)
+                rows += [row] * len(cut)
+                columns += cut
+            unseen_ngrams = sp.csr_matrix(
+                (np.ones(len(rows), np.float32), (rows, columns)),
+                shape=(len(unseen), token_ngrams.shape[1]),
             )
-        return counts
+            token_ngrams = sp.vstack([token_ngrams, unseen_ngrams], format="csr")
+        return per_doc @ token_ngrams
