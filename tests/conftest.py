@@ -7,7 +7,10 @@ Song, Song year, Artist, Genre, Lyrics, Track_id (no language; artist and song a
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -281,3 +284,206 @@ def serving(command: list[str], url: str, env: dict, timeout: float):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
+
+
+# --- Services that deploy/start-services.sh starts (CI runs it before the tests) ---------------
+
+START_SERVICES = "deploy/start-services.sh"
+# Where start-services.sh leaves the URL of its PostgreSQL login role (root only).
+POSTGRES_ADMIN_FILE = Path("/etc/genre-exp/postgres.url")
+# CI sets it: there, a service that is missing is a failure, not a reason to skip.
+REQUIRE_SERVICES = "GENRE_EXP_REQUIRE_SERVICES"
+
+
+def postgres_admin_url() -> str | None:
+    """$GENRE_EXP_POSTGRES_URL, else the role start-services.sh made: a role that may create
+    databases and roles (no superuser needed)."""
+    with contextlib.suppress(OSError):
+        return os.environ.get("GENRE_EXP_POSTGRES_URL") or POSTGRES_ADMIN_FILE.read_text().strip()
+    return None
+
+
+@functools.cache
+def postgres_absent() -> str | None:
+    """Why the PostgreSQL tests cannot run here, or None when they can."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed: pip install -e '.[postgres]'"
+    admin = postgres_admin_url()
+    if admin is None:
+        return (
+            f"PostgreSQL is not set up: start it with {START_SERVICES} "
+            f"(as root; it writes {POSTGRES_ADMIN_FILE}) or set $GENRE_EXP_POSTGRES_URL"
+        )
+    try:
+        psycopg.connect(admin, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0].removeprefix("connection failed: ")
+        if "authentication failed" in reason:
+            return f"PostgreSQL refused the login: run {START_SERVICES} again ({reason})"
+        return f"PostgreSQL is not running: start it with {START_SERVICES} ({reason})"
+    return None
+
+
+@functools.cache
+def slurm_absent() -> str | None:
+    """Why the SLURM tests cannot run here, or None when they can: the cluster answers, its
+    node takes jobs, and accounting answers (submitit polls job states with sacct)."""
+    if shutil.which("sinfo") is None:
+        return f"SLURM is not installed: start a cluster with {START_SERVICES}"
+    for command in (["sinfo", "-h", "-o", "%T"], ["sacct", "-n", "-X", "-S", "now-1minutes"]):
+        try:
+            answer = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"SLURM is not running: start it with {START_SERVICES} ({exc})"
+        if answer.returncode != 0:
+            reason = (answer.stderr.strip().splitlines() or ["no output"])[-1]
+            return f"SLURM is not running: start it with {START_SERVICES} ({reason})"
+        if command[0] == "sinfo" and not {"idle", "mixed", "allocated"} & set(
+            answer.stdout.split()
+        ):
+            return f"SLURM has no node taking jobs (sinfo: {answer.stdout.split()})"
+    return None
+
+
+def require(absent) -> None:
+    """Skip the test (fail it under CI) when ``absent()`` names a reason."""
+    reason = absent()
+    if reason is None:
+        return
+    if os.environ.get(REQUIRE_SERVICES):
+        pytest.fail(f"{reason} (${REQUIRE_SERVICES} is set)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """The ``postgres`` and ``slurm`` markers: skip, before any fixture starts a server, a test
+    whose service is absent."""
+    for marker, absent in (("postgres", postgres_absent), ("slurm", slurm_absent)):
+        if item.get_closest_marker(marker):
+            require(absent)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh database and a role owning it, for this test session, on the running PostgreSQL
+    (``postgresql+psycopg://...``); both are dropped at the end."""
+    require(postgres_absent)
+    import psycopg
+    from psycopg import sql
+
+    admin = postgres_admin_url()
+    _drop_abandoned_databases(admin)
+    name = f"genre_exp_test_{os.getpid()}_{secrets.token_hex(4)}"
+    password = secrets.token_hex(16)
+    with psycopg.connect(admin, autocommit=True) as db:
+        db.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(name), sql.Literal(password)
+            )
+        )
+        # PostgreSQL 15: only a member of a role may create a database it owns.
+        db.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(name)))
+        db.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(*[sql.Identifier(name)] * 2))
+        host, port = db.info.host, db.info.port
+    try:
+        yield f"postgresql+psycopg://{name}:{password}@{host}:{port}/{name}"
+    finally:
+        _drop_database(admin, name)
+
+
+def _drop_database(admin: str, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(admin, autocommit=True) as db:
+        # FORCE: a server that could not be stopped still holds connections.
+        db.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        db.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def _drop_abandoned_databases(admin: str) -> None:
+    """Databases of test sessions that were killed before their clean-up: the process whose id
+    the name carries is gone (PostgreSQL is on this machine, so the id is a local one)."""
+    import psycopg
+
+    with psycopg.connect(admin, autocommit=True) as db:
+        names = [
+            name
+            for (name,) in db.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'genre\\_exp\\_test\\_%'"
+            )
+        ]
+    for name in names:
+        pid = int(name.split("_")[3])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            _drop_database(admin, name)
+        except PermissionError:
+            pass  # another user's live session
+
+
+class TrackingServer:
+    """A team tracking server: ``mlflow server`` on a PostgreSQL store, its artifacts proxied
+    (stored in ``artifacts``, which clients never see), on a loopback port. ``stop()`` and
+    ``start()`` end it and start it again on the same port, store and artifacts."""
+
+    def __init__(self, store: str, artifacts: Path):
+        self.store, self.artifacts = store, artifacts
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._running: contextlib.ExitStack | None = None
+
+    def start(self, timeout: float = 180) -> None:
+        assert self._running is None, "already running"
+        bin_dir = str(Path(sys.executable).parent)
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        # The server starts uvicorn by name; without job execution it starts no job workers.
+        env |= {
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
+        command = [
+            *(shutil.which("mlflow", path=env["PATH"]), "server"),
+            *("--backend-store-uri", self.store),
+            *("--artifacts-destination", str(self.artifacts), "--serve-artifacts"),
+            *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "2"),
+        ]
+        running = contextlib.ExitStack()
+        # The first start creates MLflow's tables in the database: tens of seconds.
+        running.enter_context(serving(command, f"{self.url}/health", env, timeout))
+        self._running = running
+
+    def stop(self) -> None:
+        if self._running is not None:
+            running, self._running = self._running, None
+            running.close()
+
+    def __enter__(self) -> TrackingServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@pytest.fixture(scope="session")
+def tracking_server(postgres_url, tmp_path_factory):
+    """One tracking server for the session (``.url``); a test that stops it starts it again."""
+    with TrackingServer(postgres_url, tmp_path_factory.mktemp("server-artifacts")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def slurm() -> str:
+    """The running SLURM cluster's default partition, once ``sinfo`` and ``sacct`` answer."""
+    require(slurm_absent)
+    partitions = subprocess.run(
+        ["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    default = [p.rstrip("*") for p in partitions if p.endswith("*")]
+    assert default, f"no default partition: {partitions}"
+    return default[0]
