@@ -216,3 +216,250 @@ def test_missing_store_is_one_line(tmp_path, capsys):
     assert code == 1
     assert "no MLflow store at" in err and err.count("\n") == 1
     assert not (tmp_path / "none.db").exists()
+
+
+# Three configurations run with several seeds (the best single run is not in the best
+# configuration), and a run that failed. Values: test macro-F1, final validation loss.
+SEEDED = [
+    # model, dim, training.seed, data.seed, test_macro_f1, final_val_loss
+    ("lstm", "64", "1", "42", 0.29, 0.80),
+    ("lstm", "64", "2", "42", 0.335, 0.82),
+    ("lstm", "64", "10", "42", 0.38, 0.84),
+    ("lstm_dropout", "64", "1", "42", 0.33, 0.70),
+    ("lstm_dropout", "64", "2", "42", 0.35, 0.90),
+    ("lstm_dropout", "64", "3", "42", 0.37, 1.10),
+    ("lstm", "128", "1", "42", 0.20, 0.90),
+    ("lstm", "128", "2", "7", 0.24, 0.95),
+]
+
+
+def make_seed_store(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("seeds", artifact_location=(tmp_path / "a").as_uri())
+
+    def new_run(k, model, dim, seed, data_seed):
+        run = client.create_run(experiment, run_name=f"{model}/balanced/{k}")
+        for key, value in {
+            "model.name": model,
+            "model.embedding_dim": dim,
+            "training.seed": seed,
+            "data.seed": data_seed,
+            "data.genres": "['Rock', 'R&B']",
+            "mlflow.run_name": f"run {k}",
+        }.items():
+            client.log_param(run.info.run_id, key, value)
+        return run.info.run_id
+
+    for k, (model, dim, seed, data_seed, f1, loss) in enumerate(SEEDED):
+        run_id = new_run(k, model, dim, seed, data_seed)
+        for key, value in {
+            "test_macro_f1": f1,
+            "test_accuracy": f1 + 0.05,
+            "final_val_macro_f1": f1 - 0.01,
+            "test_f1_R_B": f1 / 2,
+            "test_f1_Rock": f1 * 2,
+            "final_val_loss": loss,
+        }.items():
+            client.log_metric(run_id, key, value)
+        client.set_terminated(run_id)
+    # Killed after one epoch: its numbers are not a repeat of the configuration.
+    failed = new_run(len(SEEDED), "lstm", "64", "4", "42")
+    client.log_metric(failed, "final_val_loss", 0.1)
+    client.set_terminated(failed, status="KILLED")
+    return uri
+
+
+def grouped_csv(out) -> pd.DataFrame:
+    return pd.read_csv(out / "compare_grouped.csv", dtype={"training.seed": str})
+
+
+def test_seed_repeats_are_one_row_with_mean_and_std(tmp_path):
+    uri = make_seed_store(tmp_path)
+    out = tmp_path / "o"
+    result = compare(
+        "--experiment", "seeds", "--tracking-uri", uri, "--out", str(out), "--group-by",
+        "--seed-params", "training.seed,data.seed",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = grouped_csv(out)
+    # Best mean first: lstm_dropout (0.35 ± 0.02) although lstm/64 has the best single run
+    # (0.38); lstm/64's mean is within one std of it, lstm/128's is not. Sample stds (n-1).
+    expected = pd.DataFrame(
+        {
+            "model.embedding_dim": [64, 64, 128],
+            "model.name": ["lstm_dropout", "lstm", "lstm"],
+            "runs": [3, 3, 2],
+            "training.seed": ["1 2 3", "1 2 10", "1 2"],
+            "data.seed": ["42 42 42", "42 42 42", "7 42"],
+            "test_macro_f1 mean": [0.35, 0.335, 0.22],
+            "test_macro_f1 std": [0.02, 0.045, 0.0283],
+            "within 1 std of best": ["best", "yes", "no"],
+            "test_accuracy mean": [0.40, 0.385, 0.27],
+            "test_accuracy std": [0.02, 0.045, 0.0283],
+            "final_val_macro_f1 mean": [0.34, 0.325, 0.21],
+            "f1 Rock mean": [0.70, 0.67, 0.44],
+            "f1 Rock std": [0.04, 0.09, 0.0566],
+            "f1 R_B mean": [0.175, 0.1675, 0.11],
+            "f1 R_B std": [0.01, 0.0225, 0.0141],
+        }
+    )
+    pd.testing.assert_frame_equal(table[expected.columns], expected, check_exact=False)
+    assert list(table.columns[:5]) == list(expected.columns[:5])
+    assert [len(ids.split()) for ids in table["run_ids"]] == [3, 3, 2]
+    # The per-run table is still written, best single run first.
+    assert pd.read_csv(out / "compare.csv")["test_macro_f1"].iloc[0] == 0.38
+
+    markdown = markdown_table(out / "compare_grouped.md")
+    assert markdown["model.name"].tolist() == expected["model.name"].tolist()
+    assert markdown["test_macro_f1"].tolist() == [
+        "0.3500 ± 0.0200",
+        "0.3350 ± 0.0450",
+        "0.2200 ± 0.0283",
+    ]
+    assert markdown["within 1 std of best"].tolist() == ["best", "yes", "no"]
+    assert markdown["f1 Rock"].astype(float).tolist() == [0.70, 0.67, 0.44]
+    assert "0.3500 ± 0.0200" in result.stdout
+    assert "3 configurations from 8 FINISHED runs" in result.stdout
+    assert "1 runs not FINISHED left out" in result.stdout
+    assert_figure_drawn(out / "per_genre_f1_grouped.png", hues=3)
+
+
+def test_data_seed_is_a_configuration_unless_named_a_seed(tmp_path, capsys):
+    uri = make_seed_store(tmp_path)
+    out = tmp_path / "o"
+    code, stdout, err = compare_here(
+        capsys, "--experiment", "seeds", "--tracking-uri", uri, "--out", str(out), "--group-by"
+    )
+    assert code == 0, err
+    table = grouped_csv(out)
+    # By default only training.seed is a seed: lstm/128's two runs drew different training
+    # rows (data.seed 42 and 7), so they are two configurations of one run each, with no std.
+    assert "data.seed" in table.columns[:3]
+    single = table.loc[table["model.embedding_dim"].eq(128)].sort_values("data.seed")
+    assert single["runs"].tolist() == [1, 1]
+    assert single["data.seed"].tolist() == [7, 42]
+    assert single["test_macro_f1 mean"].tolist() == [0.24, 0.20]
+    assert single["test_macro_f1 std"].isna().all()
+    assert table["test_macro_f1 mean"].tolist() == [0.35, 0.335, 0.24, 0.20]
+    assert table["within 1 std of best"].tolist() == ["best", "yes", "no", "no"]
+    assert "seeds: training.seed\n" in stdout
+
+
+def test_group_by_named_params(tmp_path, capsys):
+    uri = make_seed_store(tmp_path)
+    out = tmp_path / "o"
+    code, stdout, err = compare_here(
+        capsys, "--experiment", "seeds", "--tracking-uri", uri, "--out", str(out),
+        "--group-by", "params.model.name",
+    )  # fmt: skip
+    assert code == 0, err
+    table = grouped_csv(out)
+    assert list(table.columns[:3]) == ["model.name", "runs", "training.seed"]
+    assert table["model.name"].tolist() == ["lstm_dropout", "lstm"]
+    assert table["runs"].tolist() == [3, 5]
+    lstm = [f1 for model, *_, f1, _ in SEEDED if model == "lstm"]
+    assert table["test_macro_f1 mean"].iloc[1] == pytest.approx(pd.Series(lstm).mean(), abs=1e-4)
+    assert table["test_macro_f1 std"].iloc[1] == pytest.approx(pd.Series(lstm).std(), abs=1e-4)
+    assert table["training.seed"].iloc[1] == "1 1 2 2 10"
+    # The grouping hides a difference: say so.
+    assert "note: data.seed, model.embedding_dim also differ inside a configuration" in stdout
+
+
+def test_a_loss_groups_lowest_mean_first(tmp_path, capsys):
+    uri = make_seed_store(tmp_path)
+    out = tmp_path / "o"
+    code, _, err = compare_here(
+        capsys, "--experiment", "seeds", "--tracking-uri", uri, "--out", str(out),
+        "--group-by", "--seed-params", "training.seed,data.seed", "--metric", "final_val_loss",
+    )  # fmt: skip
+    assert code == 0, err
+    table = grouped_csv(out)
+    assert table["final_val_loss mean"].tolist() == [0.82, 0.9, 0.925]
+    assert table["final_val_loss std"].tolist() == [0.02, 0.2, 0.0354]
+    assert table["model.name"].tolist() == ["lstm", "lstm_dropout", "lstm"]
+    assert table["within 1 std of best"].tolist() == ["best", "yes", "no"]
+    # The killed run's loss (0.1, the lowest) is not averaged in.
+    assert table["runs"].tolist() == [3, 3, 2]
+    markdown = markdown_table(out / "compare_grouped.md")
+    assert list(markdown.columns[2:7]) == [
+        "runs",
+        "training.seed",
+        "data.seed",
+        "final_val_loss",
+        "within 1 std of best",
+    ]
+    assert markdown["final_val_loss"].tolist()[0] == "0.8200 ± 0.0200"
+
+
+def test_one_run_per_configuration_says_there_is_no_std(tmp_path, capsys):
+    uri, ids = make_store(tmp_path)
+    code, stdout, err = compare_here(
+        capsys, "--experiment", "exp", "--tracking-uri", uri, "--out", str(tmp_path / "o"),
+        "--sweep", ids["s1"], "--group-by", "--seed-params", "training.epochs",
+    )  # fmt: skip
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "o" / "compare_grouped.csv")
+    assert table["model.name"].tolist() == ["lstm_dropout", "lstm"]
+    assert table["runs"].tolist() == [1, 1]
+    assert table["test_macro_f1 mean"].tolist() == [0.35, 0.30]
+    assert table["test_macro_f1 std"].isna().all()
+    assert table["within 1 std of best"].tolist() == ["best", "unknown"]
+    assert markdown_table(tmp_path / "o" / "compare_grouped.md")["test_macro_f1"].tolist() == [
+        "0.3500",
+        "0.3000",
+    ]
+    assert "each configuration has one run, so no std" in stdout
+
+
+def test_grouped_figure_has_error_bars_of_the_stds(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from genre_exp import plots
+    from genre_exp.commands.compare import grouped_table, per_genre_group_frames
+    from genre_exp.tracking.queries import search_runs
+
+    uri = make_seed_store(tmp_path)
+    groups = grouped_table(
+        search_runs(uri, "seeds"), "test_macro_f1", None, ["training.seed", "data.seed"]
+    )
+    means, stds = per_genre_group_frames(groups, top=2)
+    assert list(means.index) == ["Rock", "R_B"]
+    assert list(means.columns) == [
+        "model.embedding_dim=64, model.name=lstm_dropout (n=3)",
+        "model.embedding_dim=64, model.name=lstm (n=3)",
+    ]
+    figure = plots.per_genre_f1_figure(means, stds)
+    from matplotlib.container import BarContainer
+
+    bars = [c for c in figure.axes[0].containers if isinstance(c, BarContainer)]
+    assert len(bars) == 2
+    for container, label in zip(bars, means.columns, strict=True):
+        assert [b.get_height() for b in container] == pytest.approx(means[label].tolist())
+        (segments,) = container.errorbar.lines[2]
+        spans = [high - low for (_, low), (_, high) in segments.get_segments()]
+        assert spans == pytest.approx((2 * stds[label]).tolist())
+    plt.close(figure)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--group-by", "model.bogus"], "--group-by model.bogus: no run has this param; params"),
+        (["--group-by", "model.nme"], "--group-by model.nme: no run has this param; did you mean"),
+        (["--group-by", "--seed-params", "data.sed"], "--seed-params data.sed: no run has"),
+        (["--group-by", "training.seed"], "--group-by training.seed: it is a seed"),
+        (["--group-by", "--metric", "bogus"], "--metric bogus: no run has it"),
+    ],
+)
+def test_grouping_errors_are_one_line(tmp_path, capsys, args, message):
+    uri = make_seed_store(tmp_path)
+    out = tmp_path / "o"
+    code, _, err = compare_here(
+        capsys, "--experiment", "seeds", "--tracking-uri", uri, "--out", str(out), *args
+    )
+    assert code == 1
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()

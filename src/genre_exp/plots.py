@@ -133,20 +133,30 @@ def lengths_figure(lengths: pd.DataFrame, order: Sequence[str]):
     return fig
 
 
-def per_genre_f1_figure(f1: pd.DataFrame):
-    """Test F1 per genre (rows) for several runs (columns), as grouped bars."""
+def per_genre_f1_figure(
+    f1: pd.DataFrame,
+    errors: pd.DataFrame | None = None,
+    title: str = "Per-genre test F1, best runs first",
+):
+    """Test F1 per genre (rows) for several runs (columns), as grouped bars; with ``errors``
+    (same shape, e.g. the std over seeds), each bar gets an error bar of that half-height."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(f1) + 3), 4.8), layout="constrained")
     positions = np.arange(len(f1))
     width = 0.8 / max(1, f1.shape[1])
     for k, run in enumerate(f1.columns):
         ax.bar(
-            positions + (k - (f1.shape[1] - 1) / 2) * width, f1[run].to_numpy(), width, label=run
+            positions + (k - (f1.shape[1] - 1) / 2) * width,
+            f1[run].to_numpy(),
+            width,
+            label=run,
+            yerr=None if errors is None else errors[run].fillna(0).to_numpy(),
+            capsize=2,
         )
     ax.set_xticks(positions, list(f1.index), rotation=30, ha="right")
     ax.set_ylabel("test F1")
     ax.set_ylim(0, 1)
-    ax.set_title("Per-genre test F1, best runs first")
+    ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
     return fig
