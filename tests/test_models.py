@@ -387,23 +387,23 @@ def test_a_schema_no_family_registered_is_refused_by_name():
 
 
 @dataclass
-class BagConfig(ModelConfig):
+class ToyMeanConfig(ModelConfig):
     """A family made up for the test: averaged embeddings -> softmax."""
 
-    name: str = "bag"
+    name: str = "toy_mean"
     width: int = 4
 
 
 @pytest.fixture
-def bag_family():
-    """The ``bag`` family, registered as a family's module registers itself (``@family``), its
+def toy_mean_family():
+    """The ``toy_mean`` family, registered as a family's module registers itself (``@family``), its
     schema stored as ``config.register_configs`` stores a family's; both undone afterwards."""
     from hydra.core.config_store import ConfigStore
 
     from genre_exp import models
 
-    @models.family("bag", BagConfig)
-    def build(cfg: BagConfig, inputs: models.Inputs):
+    @models.family("toy_mean", ToyMeanConfig)
+    def build(cfg: ToyMeanConfig, inputs: models.Inputs):
         import keras
         from keras import layers
 
@@ -414,13 +414,13 @@ def bag_family():
         return keras.Model(tokens, outputs, name=cfg.name)
 
     store = ConfigStore.instance()
-    store.store(name="family_bag", node=BagConfig)
+    store.store(name="family_toy_mean", node=ToyMeanConfig)
     yield
-    models.FAMILIES.pop("bag")
-    store.repo.pop("family_bag.yaml")
+    models.FAMILIES.pop("toy_mean")
+    store.repo.pop("family_toy_mean.yaml")
 
 
-def test_a_new_family_is_one_builder_and_one_yaml(bag_family, tmp_path):
+def test_a_new_family_is_one_builder_and_one_yaml(toy_mean_family, tmp_path):
     from hydra.errors import ConfigCompositionException
     from omegaconf import OmegaConf
 
@@ -428,14 +428,16 @@ def test_a_new_family_is_one_builder_and_one_yaml(bag_family, tmp_path):
 
     conf = tmp_path / "conf"
     shutil.copytree(config_dir(), conf)
-    (conf / "model" / "bag.yaml").write_text("defaults:\n  - /family_bag@_here_\n\nwidth: 6\n")
+    (conf / "model" / "toy_mean.yaml").write_text(
+        "defaults:\n  - /family_toy_mean@_here_\n\nwidth: 6\n"
+    )
 
     with composing(conf) as compose:
-        cfg = compose("model=bag")
-        assert OmegaConf.get_type(cfg.model) is BagConfig
-        assert (cfg.model.name, cfg.model.width) == ("bag", 6)
+        cfg = compose("model=toy_mean")
+        assert OmegaConf.get_type(cfg.model) is ToyMeanConfig
+        assert (cfg.model.name, cfg.model.width) == ("toy_mean", 6)
         with pytest.raises(ConfigCompositionException) as refused:
-            compose("model=bag", "model.width=wide")
+            compose("model=toy_mean", "model.width=wide")
         assert "could not be converted to Integer" in str(refused.value.__cause__)
         assert OmegaConf.get_type(compose("model=lstm").model).__name__ == "LstmConfig"
 

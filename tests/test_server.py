@@ -211,3 +211,147 @@ def test_a_stopped_server_fails_fast_and_a_restarted_one_has_every_run(
         trained.info.run_id, names[0], str(tmp_path)
     )
     assert Path(fetched).exists()
+
+
+# --- The server stopped in the middle of a run ---------------------------------------------------
+
+EPOCH_METRICS = ["loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1"]
+CLIENT_SETTINGS = [
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_ASYNC_LOGGING_THREADPOOL_SIZE",
+]
+
+
+def test_mlflow_client_settings_default_to_genre_exps_and_keep_a_users_own(monkeypatch):
+    from genre_exp.tracking import store
+
+    for name in CLIENT_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    store.client_settings()
+    assert {name: os.environ[name] for name in CLIENT_SETTINGS} == {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1.0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+        "MLFLOW_ASYNC_LOGGING_THREADPOOL_SIZE": "1",
+    }
+
+
+class Training:
+    """``genre-exp`` training in the background against the server, its stderr in a file."""
+
+    def __init__(self, server, root: Path, experiment: str, *overrides: str, env=None):
+        self.server, self.experiment = server, experiment
+        self.log = root / f"{experiment}.err"
+        full_env = {k: v for k, v in os.environ.items() if k not in CLIENT_SETTINGS}
+        full_env |= {**on(server), **(env or {})}
+        with open(self.log, "w") as stderr:
+            self.process = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "genre_exp"),
+                    *training(root, experiment),
+                    *("training.early_stopping.enabled=false", "mlflow.log_model=false"),
+                    *overrides,
+                ],
+                env=full_env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+
+    def run_after(self, epochs: int, timeout: float = 300) -> str:
+        """The run's id, once it has logged ``epochs`` epochs."""
+        tracking = client(self.server)
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process.poll() is None, self.stderr()[-3000:]
+            experiment = tracking.get_experiment_by_name(self.experiment)
+            found = experiment and tracking.search_runs([experiment.experiment_id])
+            if found and len(tracking.get_metric_history(found[0].info.run_id, "loss")) >= epochs:
+                return found[0].info.run_id
+            assert time.monotonic() < deadline, f"no {epochs} epochs logged in {timeout:.0f} s"
+            time.sleep(0.5)
+
+    def wait(self, timeout: float = 600) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self.process.kill()
+
+    def stderr(self) -> str:
+        return self.log.read_text()
+
+
+def test_a_server_restarted_during_a_run_loses_none_of_its_epochs(tracking_server, workplace):
+    job = Training(tracking_server, workplace, "team-restart", "training.epochs=30")
+    run_id = job.run_after(epochs=3)
+    tracking_server.stop()
+    try:
+        time.sleep(5)
+    finally:
+        tracking_server.start()
+    assert job.wait() == 0, job.stderr()[-3000:]
+    run = client(tracking_server).get_run(run_id)
+    assert run.info.status == "FINISHED"
+    for metric in EPOCH_METRICS:
+        history = client(tracking_server).get_metric_history(run_id, metric)
+        assert sorted(point.step for point in history) == list(range(30)), metric
+    assert "test_macro_f1" in run.data.metrics
+
+
+def test_a_server_that_stays_down_stops_the_job_in_one_line_and_its_run_is_resumed(
+    tracking_server, workplace
+):
+    # The user's own retry settings win over genre-exp's (which wait about 2 minutes per
+    # request): the job gives up in seconds.
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    job = Training(tracking_server, workplace, "team-down", "training.epochs=20", env=quick)
+    run_id = job.run_after(epochs=3)
+    tracking_server.stop()
+    try:
+        started = time.monotonic()
+        returncode = job.wait()
+        took = time.monotonic() - started
+    finally:
+        tracking_server.start()
+    stderr = job.stderr()
+    assert returncode == 1, stderr[-3000:]
+    assert took < 100, f"the job ended {took:.0f} s after the server stopped"
+    assert "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert f"mlflow.tracking_uri={tracking_server.url}: tracking server unreachable" in last
+    assert f"during run {run_id}; it stays RUNNING there" in last
+    assert f"training.resume={run_id} continues it" in last
+    assert stderr.count("tracking server unreachable") == 1, stderr[-3000:]
+
+    # The job could not close its run; once the server is back, the next look at the
+    # experiment marks it FAILED (its process is gone)...
+    assert client(tracking_server).get_run(run_id).info.status == "RUNNING"
+    reaped = run_cli(
+        ["runs", "--reap", "--experiment", "team-down", "--tracking-uri", tracking_server.url]
+    )
+    assert reaped.returncode == 0, reaped.stderr[-3000:]
+    failed = client(tracking_server).get_run(run_id)
+    assert failed.info.status == "FAILED"
+    assert "ended without closing its run" in failed.data.tags["error"]
+
+    # ... and its checkpoint carries it on, in the same run.
+    resumed = run_cli(
+        [
+            *training(workplace, "team-down"),
+            *("training.early_stopping.enabled=false", "mlflow.log_model=false"),
+            *("training.epochs=22", f"training.resume={run_id}"),
+        ],
+        env=on(tracking_server),
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (run,) = experiment_runs(tracking_server, "team-down")
+    assert run.info.run_id == run_id
+    assert run.info.status == "FINISHED"
+    assert "error" not in run.data.tags
+    assert run.data.metrics["epochs_trained"] == 22
+    steps = {p.step for p in client(tracking_server).get_metric_history(run_id, "loss")}
+    assert {0, 1, 2, 20, 21} <= steps

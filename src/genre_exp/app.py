@@ -77,15 +77,19 @@ def current_job(stop: threading.Event):
 )
 def task(cfg: DictConfig) -> float:
     """One job. A failing job of a sweep is recorded (log, MLflow run FAILED) and returns NaN,
-    so the sweep goes on with the others (Optuna marks the trial failed)."""
-    from genre_exp import pipeline
+    so the sweep goes on with the others (Optuna marks the trial failed). A job of an Optuna
+    search whose trial was pruned ends its run KILLED, and the sweep goes on too."""
+    from genre_exp import pipeline, trial
 
     with StopSignals() as stop:
         job = current_job(stop)
         try:
-            return pipeline.train(cfg, job)
+            value = pipeline.train(cfg, job)
+        except trial.Pruned as pruned:
+            return trial.pruned(cfg, pruned)
         except Exception as exc:
             return _failed(cfg, job, exc)
+        return trial.completed(cfg, value)
 
 
 def _failed(cfg: DictConfig, job, exc: Exception) -> float:

@@ -117,6 +117,8 @@ class PathsConfig:
     root_dir: str = "${genre_exp.root:}"
     # data/raw (downloads) and data/processed (prepared splits, read by default).
     data_dir: str = "${paths.root_dir}/data"
+    # Cleaned data sets and token ids, kept between jobs and runs (data.cache); safe to delete.
+    cache_dir: str = "${paths.root_dir}/outputs/cache"
 
 
 @dataclass
@@ -152,6 +154,9 @@ class DataConfig:
     sequence_length: int = 500
     standardize: Standardize = Standardize.lower_and_strip_punctuation
     seed: int = 42
+    # Read and clean the files once, and vectorise once per vectoriser setting: later jobs and
+    # runs with the same files and settings read the result from paths.cache_dir.
+    cache: bool = True
 
 
 @dataclass
@@ -184,6 +189,10 @@ class TrainingConfig:
     # Keras progress: 0 silent, 1 bar, 2 one line per epoch; null: a bar on a terminal, lines
     # otherwise (a bar's redraws are noise in a log file).
     verbose: int | None = None
+    # Batch lyrics of similar length together, each batch padded only to its longest lyric
+    # instead of data.sequence_length: faster for a family whose input takes any length (the
+    # recurrent ones); a family that needs the fixed length gets it anyway.
+    bucket_by_length: bool = False
     # The id of a killed run to continue from its last checkpoint, in the same MLflow run (same
     # data and model settings; training.epochs may grow).
     resume: str | None = None
@@ -205,18 +214,29 @@ class MlflowConfig:
 
 
 @dataclass
+class TrialConfig:
+    # Which trial of which Optuna study this job is: set for each job by genre-exp's Optuna
+    # sweeper (hparams_search presets), so the job reports validation macro-F1 to its trial
+    # after every epoch and stops when the search's pruner judges it hopeless. null: no search.
+    number: int | None = None
+    study: str | None = None
+    storage: str | None = None
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
     training: TrainingConfig = field(default_factory=TrainingConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    trial: TrialConfig = field(default_factory=TrialConfig)
     # Free-form tags added to the MLflow run, e.g. `+tags.note=baseline`.
     tags: dict[str, Any] = field(default_factory=dict)
 
 
 # The groups whose keys are all in a schema: `+group.key=...` can only add a misspelt key.
-SCHEMA_GROUPS = ("paths", "data", "model", "training", "mlflow")
+SCHEMA_GROUPS = ("paths", "data", "model", "training", "mlflow", "trial")
 
 
 def register_configs() -> None:

@@ -4,6 +4,7 @@ by epoch on token ids (logged and checkpointed every epoch, resumable), a text f
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ import numpy as np
 
 from genre_exp import resume
 from genre_exp.tracking import record
+
+log = logging.getLogger("genre_exp")
 
 
 @dataclass
@@ -39,15 +42,24 @@ def fit_keras(cfg: Any, start: resume.Start, dataset, val_weights, stop) -> Trai
 
     from genre_exp import checkpoint, train
     from genre_exp.models import Inputs, export_model
-    from genre_exp.vectorize import vectorise_splits
 
     # A family whose schema has `ngrams` (e.g. fasttext) reads word n-grams besides words.
     ngrams = OmegaConf.select(cfg.model, "ngrams", default=1)
-    vectorizer = start.vectorizer(dataset.texts("train"), cfg.data, ngrams=ngrams)
-    splits = vectorise_splits(vectorizer, dataset)
-    inputs = Inputs(splits.vocab_size, cfg.data.sequence_length, len(dataset.genres))
+    vectorizer, splits = vectorised(cfg, start, dataset, ngrams)
+    by_length = bool(cfg.training.bucket_by_length)
+    inputs = Inputs(
+        splits.vocab_size, cfg.data.sequence_length, len(dataset.genres), any_length=by_length
+    )
     train.seed_everything(cfg.training.seed)
     classifier = start.classifier(cfg.model, inputs)
+    if by_length and not train.accepts_any_length(classifier):
+        log.warning(
+            "training.bucket_by_length: model %s takes token ids of one length only; its "
+            "batches stay padded to data.sequence_length=%d",
+            cfg.model.name,
+            cfg.data.sequence_length,
+        )
+        by_length = False
     history = train.fit(
         classifier,
         splits.ids["train"],
@@ -65,13 +77,56 @@ def fit_keras(cfg: Any, start: resume.Start, dataset, val_weights, stop) -> Trai
             *trial_callbacks(cfg),
         ],
         initial_epoch=start.first_epoch,
+        by_length=by_length,
     )
     batch = max(cfg.training.batch_size, 256)
     return Trained(
-        predict=lambda split: classifier.predict(splits.ids[split], batch_size=batch, verbose=0),
+        predict=lambda split: train.predict(classifier, splits.ids[split], batch, by_length),
         history=history.history,
         text_model=lambda: export_model(vectorizer, classifier),
     )
+
+
+def vectorised(cfg: Any, start: resume.Start, dataset, ngrams: int):
+    """The vectoriser and every split's token ids: read from the cache when a job before
+    vectorised the same lyrics with the same settings (``data.cache``), else computed (and
+    cached). The vectoriser always holds the vocabulary the ids were made with, so the logged
+    model maps lyrics to the ids the classifier was trained on."""
+    from genre_exp import checkpoint
+    from genre_exp.cache import Cache, Tokens, tokens_key
+    from genre_exp.vectorize import Splits, vectorise_splits, vectorizer_from_vocabulary
+
+    data = cfg.data
+    if not data.cache:
+        vectorizer = start.vectorizer(dataset.texts("train"), data, ngrams=ngrams)
+        log.info("token ids computed (data.cache=false)")
+        return vectorizer, vectorise_splits(vectorizer, dataset)
+    settings = {
+        "vocab_size": data.vocab_size,
+        "sequence_length": data.sequence_length,
+        "standardize": str(data.standardize),
+    }
+    cache = Cache(cfg.paths.cache_dir)
+    texts = {split: dataset.texts(split) for split in dataset.SPLITS}
+    key = tokens_key(texts, settings | {"ngrams": ngrams})
+    where = cache.path("tokens", key)
+    held = cache.tokens(key)
+    # A resumed run keeps the vocabulary it was trained with, whatever the cache holds.
+    if held is not None and (not start.resumed or held.vocabulary == start.saved.vocabulary):
+        vectorizer = vectorizer_from_vocabulary(held.vocabulary, **settings, ngrams=ngrams)
+        if not start.resumed:
+            # What a later training.resume of this run rebuilds its vectoriser from.
+            checkpoint.save_vocabulary(start.checkpoint_dir, held.vocabulary)
+        log.info("token ids from the cache: %s", where)
+        return vectorizer, Splits(ids=held.ids, vocabulary=held.vocabulary)
+    vectorizer = start.vectorizer(dataset.texts("train"), data, ngrams=ngrams)
+    splits = vectorise_splits(vectorizer, dataset)
+    if held is None:
+        cache.put_tokens(key, Tokens(ids=splits.ids, vocabulary=splits.vocabulary))
+        log.info("token ids computed, cached as %s", where)
+    else:
+        log.info("token ids computed with the resumed run's vocabulary (the cache's differs)")
+    return vectorizer, splits
 
 
 def fit_text(cfg: Any, dataset, val_weights) -> Trained:
@@ -109,4 +164,6 @@ def fit_text(cfg: Any, dataset, val_weights) -> Trained:
 
 def trial_callbacks(cfg: Any) -> list:
     """Callbacks that report to a hyperparameter search's trial, if this job is one."""
-    return []
+    from genre_exp import trial
+
+    return trial.callbacks(cfg)

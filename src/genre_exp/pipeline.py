@@ -45,7 +45,7 @@ def train(cfg: Any, job: Job) -> float:
     files = locate_data(cfg)
     config = resolved(cfg)
     start = resume.start(cfg, config, files.digests, job.output_dir)
-    dataset = load_data(cfg.data, files)
+    dataset = load_data(cfg, files)
     experiment_id = open_experiment(cfg.mlflow)
     with runs.job_run(
         experiment_id, run_name(cfg, job), run_tags(cfg, job, start), job.log_file, start.run_id
@@ -78,12 +78,39 @@ def locate_data(cfg: Any):
     return files
 
 
-def load_data(data: Any, files):
-    """Both splits read, cleaned and checked; training rows filtered, balanced and split."""
+def load_data(cfg: Any, files):
+    """Both splits read, cleaned and checked; training rows filtered, balanced and split. Read
+    from the cache when a job before had the same files and data settings (``data.cache``)."""
+    from genre_exp.cache import Cache, data_key
+
+    data = cfg.data
+    if not data.cache:
+        dataset = _read_and_clean(data, files)
+        log.info("data read and cleaned (data.cache=false)")
+    else:
+        cache = Cache(cfg.paths.cache_dir)
+        key = data_key(resolved(data), files)
+        dataset, cached = cache.dataset(key, lambda: _read_and_clean(data, files))
+        where = cache.path("data", key)
+        if cached:
+            log.info("data from the cache: %s", where)
+        else:
+            log.info("data read and cleaned, cached as %s", where)
+    log.info(
+        "data: %d train, %d validation, %d test rows; dropped %s",
+        len(dataset.train),
+        len(dataset.val),
+        len(dataset.test),
+        {k: v for k, v in dataset.dropped.items() if v} or "none",
+    )
+    return dataset
+
+
+def _read_and_clean(data: Any, files):
     from genre_exp.data.layout import Columns
     from genre_exp.data.load import load_dataset
 
-    dataset = load_dataset(
+    return load_dataset(
         train_path=files.train,
         test_path=files.test,
         genres=list(data.genres),
@@ -96,14 +123,6 @@ def load_data(data: Any, files):
         max_train_rows=data.max_train_rows,
         seed=data.seed,
     )
-    log.info(
-        "data: %d train, %d validation, %d test rows; dropped %s",
-        len(dataset.train),
-        len(dataset.val),
-        len(dataset.test),
-        {k: v for k, v in dataset.dropped.items() if v} or "none",
-    )
-    return dataset
 
 
 def open_experiment(mlflow_cfg: Any) -> str:

@@ -86,15 +86,20 @@ def to_strings(texts: Sequence[str]):
 
 @dataclass
 class Splits:
-    """Token ids of the three splits ("train", "val", "test") and the vocabulary's size."""
+    """Token ids of the three splits ("train", "val", "test") and the vocabulary that made
+    them (``get_vocabulary()``: padding and OOV token first)."""
 
     ids: dict[str, np.ndarray]
-    vocab_size: int
+    vocabulary: list[str]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary)
 
 
 def vectorise_splits(vectorizer, dataset) -> Splits:
     """Every split's lyrics as token ids."""
     return Splits(
         ids={split: vectorize(vectorizer, dataset.texts(split)) for split in dataset.SPLITS},
-        vocab_size=vectorizer.vocabulary_size(),
+        vocabulary=[str(token) for token in vectorizer.get_vocabulary()],
     )

@@ -33,6 +33,15 @@ class Inputs:
     vocab_size: int
     sequence_length: int
     n_classes: int
+    # Batches padded only to their longest lyric (training.bucket_by_length). A family whose
+    # layers take any length builds its input with ``shape`` and gets such batches; one built
+    # on ``sequence_length`` keeps batches of that fixed length.
+    any_length: bool = False
+
+    @property
+    def shape(self) -> tuple[int | None]:
+        """The token-id input's shape: any length, or ``sequence_length``."""
+        return (None if self.any_length else self.sequence_length,)
 
 
 KERAS = "keras"
@@ -107,4 +116,4 @@ def export_model(vectorizer, classifier):
 
 
 # The families; each module registers itself.
-from genre_exp.models import lstm, tfidf_linear  # noqa: E402, F401
+from genre_exp.models import bag, birnn, cnn, lstm, tfidf_linear  # noqa: E402, F401

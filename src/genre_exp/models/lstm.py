@@ -27,7 +27,7 @@ def build(cfg: LstmConfig, inputs: Inputs):
 
     check_sizes(cfg, {"embedding_dim": 1, "lstm_units": 1, "dense_units": 0})
     check_rate(cfg)
-    tokens = keras.Input(shape=(inputs.sequence_length,), dtype="int32", name="token_ids")
+    tokens = keras.Input(shape=inputs.shape, dtype="int32", name="token_ids")
     x = layers.Embedding(inputs.vocab_size, cfg.embedding_dim, mask_zero=True, name="embedding")(
         tokens
     )

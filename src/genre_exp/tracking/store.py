@@ -22,11 +22,38 @@ CREATION_WAIT_S = 60.0
 QUIET_S = 10.0
 # A private file this old was left by a creator that was killed.
 ABANDONED_S = 3600.0
+# How genre-exp's MLflow client talks to a tracking server, each where the user has not set it.
+CLIENT_SETTINGS = {
+    # Retrying a request the server does not answer (refused, timed out, 429 or 5xx). MLflow's
+    # defaults (7 retries, backoff factor 2, 120 s timeout) wait about 4 minutes per request,
+    # and up to 18 for a server that accepts connections but never answers. Here: 8 tries, 0,
+    # 2, 4, 8, 16, 32 and 64 s apart, each plus up to 1 s of jitter (so parallel jobs do not
+    # all come back at once): a server restarted within about 2 minutes loses nothing, and one
+    # that stays down stops the job after about 2 minutes (6 if it hangs: 30 s per try).
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1.0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    # One thread sends a job's per-epoch metrics (MLflow's default: 10). The server holds two
+    # database connections for each such request (MLflow 3.17's log_batch opens a session
+    # inside another) from a pool of 15 per worker; 8 jobs sending 10 requests at once drained
+    # it, and requests that waited 30 s for a connection got a 400, which is not retried: their
+    # epochs' metrics were lost (benchmarks/server_load.py).
+    "MLFLOW_ASYNC_LOGGING_THREADPOOL_SIZE": "1",
+}
 
 
 def sqlite_file(tracking_uri: str) -> Path | None:
     prefix = "sqlite:///"
     return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
+
+
+def client_settings() -> None:
+    """genre-exp's settings for MLflow's client of a tracking server (``CLIENT_SETTINGS``), each
+    where the environment has none: a user's own values win. Jobs a sweep starts inherit
+    them."""
+    for name, value in CLIENT_SETTINGS.items():
+        os.environ.setdefault(name, value)
 
 
 def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
@@ -65,6 +92,7 @@ def connect(tracking_uri: str, experiment_name: str, artifact_location: str | No
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    client_settings()
     check_reachable(tracking_uri)
     db = sqlite_file(tracking_uri)
     try:

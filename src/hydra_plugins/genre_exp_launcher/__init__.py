@@ -1,0 +1,1 @@
+"""genre-exp's Hydra launcher plugin: found by Hydra through the hydra_plugins namespace."""
