@@ -394,6 +394,30 @@ def postgres_url():
         _drop_database(admin, name)
 
 
+@pytest.fixture
+def study_postgres_url():
+    """A fresh database and role for one test's Optuna study (``postgresql+psycopg://...``),
+    dropped after it: a study cannot live in MLflow's database (both keep their schema version
+    in a table named ``alembic_version``)."""
+    require(postgres_absent)
+    import psycopg
+    from psycopg import sql
+
+    admin = postgres_admin_url()
+    name = f"genre_exp_test_{os.getpid()}_{secrets.token_hex(4)}"
+    password = secrets.token_hex(16)
+    with psycopg.connect(admin, autocommit=True) as db:
+        role, database = sql.Identifier(name), sql.Identifier(name)
+        db.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(password)))
+        db.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
+        db.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(database, role))
+        host, port = db.info.host, db.info.port
+    try:
+        yield f"postgresql+psycopg://{name}:{password}@{host}:{port}/{name}"
+    finally:
+        _drop_database(admin, name)
+
+
 def _drop_database(admin: str, name: str) -> None:
     import psycopg
     from psycopg import sql

@@ -418,7 +418,7 @@ def test_grouped_figure_has_error_bars_of_the_stds(tmp_path):
     import matplotlib.pyplot as plt
 
     from genre_exp import plots
-    from genre_exp.commands.compare import grouped_table, per_genre_group_frames
+    from genre_exp.comparison import grouped_table, per_genre_group_frames
     from genre_exp.tracking.queries import search_runs
 
     uri = make_seed_store(tmp_path)

@@ -43,6 +43,7 @@ def trial_states(storage: Path, study: str) -> list[str]:
 
 
 def test_optuna_search_resumes_where_it_stopped(tmp_path, kaggle_csv):
+    import re
     import signal
 
     import optuna
@@ -55,6 +56,10 @@ def test_optuna_search_resumes_where_it_stopped(tmp_path, kaggle_csv):
         *quick(tmp_path, *kaggle_csv),
         "hydra.sweeper.study_name=resume-test",
         "hydra.sweeper.n_trials=3",
+        # The killed trial is failed once it has had no heartbeat for 2 s: before the rerun
+        # starts its first trial.
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=2",
     ]
 
     def second_trial_training() -> bool:
@@ -73,7 +78,12 @@ def test_optuna_search_resumes_where_it_stopped(tmp_path, kaggle_csv):
 
     second = run_cli(args)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "1 of 3 trials done, 1 interrupted trial(s) marked failed; 2 to run" in second.stderr
+    assert re.search(
+        r"trial 1 of study 'resume-test': no heartbeat for \d+ s \(its worker died\): marked FAILED"
+        r".*1 of 3 trials done; 2 to run",
+        second.stderr,
+        re.DOTALL,
+    ), second.stderr[-3000:]
     states = [
         t.state.name
         for t in optuna.load_study(study_name="resume-test", storage=f"sqlite:///{storage}").trials

@@ -1,10 +1,14 @@
 """Hydra's Optuna sweeper, made resumable, pruning and time-boxed
 (``hydra/sweeper=genre_exp_optuna``; the hparams_search presets use it).
 
-- Resumable: the stock sweeper runs ``n_trials`` more trials every time it is started on an
-  existing study, and a trial whose process was killed stays RUNNING in the study for ever.
-  Here ``n_trials`` counts the whole study (pruned trials included): after an interruption, the
-  same command marks the killed trials failed and runs only the trials still missing.
+- Resumable and shared: the stock sweeper runs ``n_trials`` more trials every time it is
+  started on an existing study, and a trial whose process was killed stays RUNNING in the study
+  for ever. Here ``n_trials`` counts the whole study (pruned trials included, and the trials
+  other sweeps run on it at the same time): after an interruption, the same command runs only
+  the trials still missing, and several sweeps (machines) may drive one study on a shared
+  database. While its jobs run, a sweep records a heartbeat of their trials in the study every
+  ``heartbeat_interval`` seconds; a RUNNING trial with no heartbeat for ``grace_period`` seconds
+  (its sweep was killed, or its machine died) is marked failed and replaced.
 - Pruning: every job is told its trial (``trial.number``, ``trial.study``, ``trial.storage``
   overrides), reports validation macro-F1 to it after every epoch and stops when the study's
   pruner (``hydra.sweeper.pruner``: median, hyperband, threshold or none) judges it hopeless.
@@ -109,6 +113,13 @@ class GenreExpOptunaSweeperConf(OptunaSweeperConf):
     # {choice parameter: {value: preset}}: when the parameter takes the value, the trial also
     # draws the search space (hydra.sweeper.params) of conf/hparams_search/<preset>.yaml.
     branches: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Seconds between two heartbeats of the trials whose jobs this sweep runs (whole seconds:
+    # Optuna's storage takes no other).
+    heartbeat_interval: int = 10
+    # Seconds without a heartbeat after which another sweep (or this command run again) marks a
+    # RUNNING trial failed; at least twice heartbeat_interval, so that a late heartbeat of a live
+    # sweep never gets its trial failed.
+    grace_period: int = 60
 
 
 ConfigStore.instance().store(
@@ -153,6 +164,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
         pruners: DictConfig,
         timeout: float | None,
         branches: DictConfig | None,
+        heartbeat_interval: int,
+        grace_period: int,
     ) -> None:
         from hydra.utils import instantiate
 
@@ -177,4 +190,6 @@ class ResumableOptunaSweeper(OptunaSweeper):
             pruner=make_pruner(pruner, pruners),
             timeout=timeout,
             branches=branches,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
         )
