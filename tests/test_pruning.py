@@ -137,6 +137,7 @@ def test_hopeless_trial_is_pruned_and_the_search_goes_on(tmp_path, kaggle_csv, l
 
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["sweep_failed"] == 0
+    assert parent.data.metrics["sweep_pruned"] == 1
     best = max((jobs[n] for n in (0, 1, 3)), key=lambda r: r.data.metrics["final_val_macro_f1"])
     assert parent.data.metrics["best_final_val_macro_f1"] == pytest.approx(study.best_value)
     assert parent.data.tags["best_run_id"] in {

@@ -78,6 +78,7 @@ class SweepCallback(Callback):
         from genre_exp.selection import SELECTION_METRIC
         from genre_exp.tracking.queries import best_by
         from genre_exp.tracking.tags import PARENT_ENV
+        from genre_exp.tracking.trials import STATE_TAG
 
         if self.parent_id is None:
             return
@@ -92,8 +93,11 @@ class SweepCallback(Callback):
         )
         statuses = [c.info.status for c in children]
         failed = statuses.count("FAILED")
+        # A pruned trial's run ends KILLED, as a stopped one does; its tag tells them apart.
+        pruned = sum(c.data.tags.get(STATE_TAG) == "PRUNED" for c in children)
         client.log_metric(parent_id, "sweep_jobs", len(children))
         client.log_metric(parent_id, "sweep_failed", failed)
+        client.log_metric(parent_id, "sweep_pruned", pruned)
         if failed:
             log.warning(
                 "sweep: %d of %d jobs failed (MLflow parent run %s)",
