@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -13,10 +14,21 @@ from conftest import KAGGLE_GENRES, make_lyrics, run_cli, tiny_overrides, tracki
 from sklearn.feature_extraction.text import CountVectorizer
 
 from genre_exp.errors import ConfigError
+from genre_exp.models import ngrams as ngrams_module
 from genre_exp.models.ngrams import TokenNgrams
 from genre_exp.models.tfidf_linear import TfidfLinearConfig, build
 
 ODD = ["Don't stop, believin'!", "ÇA VA? ça va...", "tab\there  and\nnewline", "", "x"]
+# Unseen text that str.split and scikit-learn treat in their own ways: Unicode whitespace
+# (\x1c, \x85, \u3000; not the zero-width space \u200b), a final sigma, words repeating an
+# n-gram, one-letter words shorter than the n-grams, a long word.
+ODDER = [
+    "a\x1cb\x85c\u3000d\xa0e\u200bf  ΟΔΟΣ Σ",
+    "lalala la la LA!! abcdefghijklmnopqrstuvwxyz0123456789_long_word",
+    " \t\n ",
+]
+# Lone surrogates (JSON can carry them) are not UTF-8: a batch holding one is split in Python.
+SURROGATE = "surrogate \ud800 in\udfffside q"
 
 
 def corpus(n: int = 60, seed: int = 0) -> list[str]:
@@ -33,7 +45,12 @@ def as_sklearn_order(counts, vocabulary: dict, reference: CountVectorizer, offse
 
 @pytest.mark.parametrize(
     ("words", "chars", "min_df", "max_features"),
-    [((1, 2), None, 1, None), (None, (2, 5), 1, None), ((1, 1), (2, 4), 2, 50)],
+    [
+        ((1, 2), None, 1, None),
+        (None, (2, 5), 1, None),
+        ((1, 1), (2, 4), 2, 50),
+        ((1, 2), (2, 4), 1, None),
+    ],
 )
 def test_counts_equal_scikit_learns_on_seen_and_unseen_text(words, chars, min_df, max_features):
     train, unseen = corpus(), [*corpus(20, seed=9), "zzqx brandnewword ÇA!", "Don't"]
@@ -50,6 +67,107 @@ def test_counts_equal_scikit_learns_on_seen_and_unseen_text(words, chars, min_df
         for texts in (train, unseen):
             ours = as_sklearn_order(ngrams.transform(texts), vocabulary, reference, offset)
             np.testing.assert_array_equal(ours, reference.transform(texts).toarray())
+
+
+def per_document_product(ngrams: TokenNgrams, words, chars, texts: list[str]) -> list:
+    """Each text's counts as its own product: its token counts, tokens in the order they first
+    occur, times those tokens' n-gram rows (an unseen token's cut by scikit-learn's analysers).
+    This is how TokenNgrams counted before it counted whole batches at once; the order of a
+    row's entries is the order TF-IDF and the linear layer add them up in."""
+    import scipy.sparse as sp
+
+    analysers = []
+    if words:
+        analysers.append(CountVectorizer().build_analyzer())
+    if chars:
+        analysers.append(
+            CountVectorizer(analyzer="char_wb", ngram_range=chars, lowercase=False).build_analyzer()
+        )
+    width = ngrams.token_ngrams_.shape[1]
+    rows = []
+    for text in texts:
+        counts = Counter(text.lower().split())
+        token_rows = []
+        for token in counts:
+            if token in ngrams.token_index_:
+                token_rows.append(ngrams.token_ngrams_[ngrams.token_index_[token]])
+                continue
+            columns = [
+                offset + vocabulary[gram]
+                for offset, vocabulary, analyse in zip(
+                    ngrams.offsets_, ngrams.vocabularies_, analysers, strict=True
+                )
+                for gram in analyse(token)
+                if gram in vocabulary
+            ]
+            token_rows.append(
+                sp.csr_matrix(
+                    (np.ones(len(columns), np.float32), ([0] * len(columns), columns)),
+                    shape=(1, width),
+                )
+            )
+        if not counts:
+            rows.append(sp.csr_matrix((1, width), dtype=np.float32))
+            continue
+        token_counts = sp.csr_matrix(np.array([list(counts.values())], np.float32))
+        rows.append(token_counts @ sp.vstack(token_rows, format="csr"))
+    return rows
+
+
+@pytest.mark.parametrize(("words", "chars"), [((1, 1), (2, 5)), (None, (2, 4)), ((1, 1), None)])
+def test_batch_counts_are_each_rows_own_product_entry_for_entry(monkeypatch, words, chars):
+    # Blocks of 3 documents, so a batch is counted in several tasks on several threads, and
+    # unseen tokens' n-grams looked up in Arrow however few they are.
+    monkeypatch.setattr(ngrams_module, "BLOCK", 3)
+    monkeypatch.setattr(ngrams_module, "ARROW_LOOKUPS", 0)
+    train = corpus()
+    texts = [*train[:7], *corpus(12, seed=9), *ODD, *ODDER]
+    ngrams = TokenNgrams(words, chars, min_df=1).fit(train)
+    for batch in (texts, [SURROGATE, *texts]):
+        counts = ngrams.transform(batch)
+        assert counts.dtype == np.float32
+        expected = per_document_product(ngrams, words, chars, batch)
+        for row, (text, reference) in enumerate(zip(batch, expected, strict=True)):
+            ours = counts[row]
+            assert ours.indices.tolist() == reference.indices.tolist(), text
+            assert ours.data.tolist() == reference.data.tolist(), text
+
+
+def test_batch_probabilities_equal_row_by_row_and_scikit_learns_pipeline(monkeypatch):
+    from sklearn.pipeline import FeatureUnion, make_pipeline
+
+    monkeypatch.setattr(ngrams_module, "BLOCK", 4)
+    rng = np.random.default_rng(3)
+    genres = KAGGLE_GENRES[:3]
+    train = [make_lyrics(g, rng) for g in genres for _ in range(20)]
+    model = build(TfidfLinearConfig(min_df=1, C=1.0), None, 0)
+    model.fit(train, np.repeat(np.arange(3), 20))
+    texts = [*corpus(14, seed=5), *ODD, *ODDER]
+
+    batch = model.predict_proba(texts)
+    row_by_row = np.concatenate([model.predict_proba([text]) for text in [*texts, SURROGATE]])
+    np.testing.assert_array_equal(batch, row_by_row[:-1])
+    np.testing.assert_array_equal(model.predict_proba([*texts, SURROGATE]), row_by_row)
+
+    # scikit-learn's own counts, in the same columns, through the same TF-IDF and classifier.
+    union = FeatureUnion(
+        [
+            ("words", CountVectorizer(min_df=1, max_features=200000, dtype=np.float32)),
+            (
+                "chars",
+                CountVectorizer(
+                    analyzer="char_wb", ngram_range=(2, 5), max_features=200000, dtype=np.float32
+                ),
+            ),
+        ]
+    ).fit(train)
+    reference = make_pipeline(union, model.named_steps["tfidf"], model.named_steps["linear"])
+    vocabularies = [v.vocabulary_ for _, v in union.transformer_list]
+    assert model.named_steps["ngrams"].vocabularies_ == vocabularies
+    # Equal up to float32 rounding: scikit-learn adds each row's terms in column order.
+    np.testing.assert_allclose(
+        row_by_row, reference.predict_proba([*texts, SURROGATE]), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_estimator_gives_probabilities_and_learns_genre_words():
