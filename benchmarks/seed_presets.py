@@ -20,17 +20,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-# The seed notebook's test scores on Kaggle's 7,932-row test split (seed-results.md).
-SEED_KAGGLE = {
-    "seed_unbalanced": {"accuracy": 0.28, "macro_f1": 0.17},
-    "seed_balanced": {"accuracy": 0.26, "macro_f1": 0.24},
-    "seed_balanced_dropout": {"accuracy": 0.28, "macro_f1": 0.26},
-}
-
-
-def quote_genre(genre: str) -> str:
-    # Hydra's override grammar needs quotes around values with characters such as '&'.
-    return genre if genre.replace("-", "").replace("_", "").isalnum() else f"'{genre}'"
+from common import SEED_KAGGLE, quote_genre
 
 
 def run_preset(preset: str, args: argparse.Namespace, stamp: str) -> dict:

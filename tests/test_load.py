@@ -78,3 +78,51 @@ def test_eight_processes_logging_at_full_speed_lose_no_metric_point(tracking_ser
     assert result["runs_found"] == result["runs_finished"] == JOBS
     assert result["metric_points_found"] == JOBS * 50 * len(EPOCH_METRICS)
     assert result["metric_points_expected"] == result["metric_points_found"]
+
+
+RACER = """
+import sys, time
+import mlflow, pandas as pd
+from genre_exp.tracking import record
+
+uri, experiment, start, rounds = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+mlflow.set_tracking_uri(uri)
+mlflow.set_experiment(experiment)
+frame = pd.DataFrame({"lyrics": ["la la", "oh oh"], "genre": ["Pop", "Rock"]})
+with mlflow.start_run():
+    for k in range(rounds):
+        dataset = mlflow.data.from_pandas(frame, source="x.csv", name=f"race-{k}", targets="genre")
+        time.sleep(max(0.0, start + k - time.time()))
+        record._log_input(dataset, "training")
+"""
+
+
+def test_jobs_logging_one_data_set_at_the_same_moment_all_log_it(tracking_server, tmp_path):
+    """The jobs of a sweep log the same data set at nearly the same moment (they read it from
+    one cache); on PostgreSQL, MLflow's look-up-then-insert of the data set lets the later of
+    two inserts fail, and that job's run with it."""
+    import time
+
+    import mlflow
+
+    processes, rounds = 6, 5
+    start = time.time() + 25
+    script = tmp_path / "racer.py"
+    script.write_text(RACER)
+    racers = [
+        subprocess.Popen(
+            [sys.executable, str(script), tracking_server.url, "race", str(start), str(rounds)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    errors = [racer.communicate(timeout=300)[1] for racer in racers]
+    assert [racer.returncode for racer in racers] == [0] * processes, errors
+    client = mlflow.MlflowClient(tracking_server.url)
+    experiment = client.get_experiment_by_name("race")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == processes
+    for run in runs:
+        logged = sorted(d.dataset.name for d in run.inputs.dataset_inputs)
+        assert logged == [f"race-{k}" for k in range(rounds)]

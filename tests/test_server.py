@@ -104,7 +104,8 @@ def test_a_training_run_logs_everything_through_the_server(tracking_server, work
 def test_a_parallel_sweep_loses_no_run_on_the_server(sweep):
     (parent,), children = sweep
     assert sorted(c.data.params["model.dropout"] for c in children) == ["0.0", "0.1", "0.2", "0.3"]
-    assert {c.info.status for c in children} == {"FINISHED"}
+    errors = {c.info.run_name: c.data.tags.get("error") for c in children}
+    assert {c.info.status for c in children} == {"FINISHED"}, errors
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["sweep_jobs"] == 4

@@ -61,6 +61,22 @@ def log_config(config: Mapping[str, Any], overrides: list[str], output_dir: str 
         mlflow.log_artifacts(str(Path(output_dir) / ".hydra"), "hydra")
 
 
+def _log_input(dataset_input, context: str) -> None:
+    """``mlflow.log_input``, once more when a parallel job logged the same data set at the same
+    moment: MLflow's store looks the data set up, then inserts it, so on PostgreSQL the later
+    insert of two breaks the table's unique key and the request fails (400, which the client
+    does not retry); the second try finds the data set."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.log_input(dataset_input, context=context)
+    except MlflowException as exc:
+        if "unique" not in str(exc).lower() and "duplicate" not in str(exc).lower():
+            raise
+        mlflow.log_input(dataset_input, context=context)
+
+
 def log_data(dataset, digests: Mapping[str, str], dataset_name: str) -> None:
     """Data inputs (with MLflow's digests), file digests, the distribution and drop counts."""
     import mlflow
@@ -81,7 +97,7 @@ def log_data(dataset, digests: Mapping[str, str], dataset_name: str) -> None:
                 name=f"{dataset_name}-{context}",
                 targets="genre",
             )
-        mlflow.log_input(dataset_input, context=context)
+        _log_input(dataset_input, context)
     mlflow.set_tags({f"data.{split}_sha256": digest for split, digest in digests.items()})
     mlflow.set_tags({f"data.{split}_path": str(path) for split, path in sources.items()})
     counts = {
