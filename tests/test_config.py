@@ -337,7 +337,9 @@ def test_cli_cfg_job_and_help():
     helped = run_app("--help")
     assert helped.returncode == 0
     assert "genre-exp" in helped.stdout
-    assert "experiment: best, seed_balanced, seed_balanced_dropout, seed_unbalanced" in helped.stdout
+    assert (
+        "experiment: best, seed_balanced, seed_balanced_dropout, seed_unbalanced" in helped.stdout
+    )
 
 
 def test_help_lists_exactly_the_yaml_options():

@@ -308,7 +308,8 @@ def test_a_training_run_shows_only_its_own_lines(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "argv, shown", [(["--help"], "experiment: best, seed_balanced"), (["--cfg", "job"], "lstm_units:")]
+    "argv, shown",
+    [(["--help"], "experiment: best, seed_balanced"), (["--cfg", "job"], "lstm_units:")],
 )
 def test_help_and_cfg_job_import_no_heavy_library(argv, shown):
     code = f"""
