@@ -276,13 +276,17 @@ def main() -> None:
     # Rows not run this time are kept from an earlier run on the same corpus (--only).
     earlier = json.loads(args.out.read_text()) if args.out.exists() else {}
     kept = {r["name"]: r for r in earlier.get("rows", []) if earlier.get("corpus") == args.corpus}
+    batches = (earlier.get("batches") or {earlier["date"]: batch_record(earlier)}) if kept else {}
+    batches[batch] = batch_record({"command": command_line(), **started})
     rows: list[dict] = []
     for row in chosen:
         seeds = args.seed_unbalanced_seeds if row.name == "seed_unbalanced" else args.seeds
         kept[row.name] = run_row(row, seeds, args, work, batch, uri)
         rows = [kept[name] for name in names if name in kept]
         # Written after every row: a failure hours in keeps the rows done.
-        write_json(args.out, payload(args, uri, started, rows))
+        used = {r["batch"] for r in rows}
+        batches = {b: record for b, record in batches.items() if b in used}
+        write_json(args.out, payload(args, uri, started, rows, batches))
     print(f"\n{args.corpus}: test split {args.test_path}; {os.cpu_count()} CPU cores\n")
     print(markdown(rows))
     print(
@@ -291,13 +295,24 @@ def main() -> None:
     )
 
 
-def payload(args, uri: str, started: dict, rows: list[dict]) -> dict:
+def command_line() -> str:
+    return shlex.join(["python", "benchmarks/quality.py", *sys.argv[1:]])
+
+
+def batch_record(source: dict) -> dict:
+    """What a batch of rows (one run of this script) was measured with."""
+    return {key: source[key] for key in ("command", "git_commit", "git_dirty", "date")}
+
+
+def payload(args, uri: str, started: dict, rows: list[dict], batches: dict) -> dict:
     return {
         "corpus": args.corpus,
         "train": str(args.train_path),
         "test": str(args.test_path),
         "genres": args.genres,
-        "command": shlex.join(["python", "benchmarks/quality.py", *sys.argv[1:]]),
+        "command": command_line(),
+        # Each row's "batch": the run of this script that measured it (--only keeps the rest).
+        "batches": batches,
         "row_command": "python -m genre_exp -m <overrides> <data> 'data.seed=${training.seed}' "
         "training.seed=<seeds> mlflow.experiment_name=quality",
         "read_back": f"genre-exp compare --group-by --seed-params {SEED_PARAMS}",

