@@ -153,7 +153,10 @@ class TokenNgrams(TransformerMixin, BaseEstimator):
             grams = analyse(" ".join(tokens))
             lengths = _char_wb_counts(np.array([len(t) for t in tokens]), shortest, longest)
             if lengths.sum() != len(grams):
-                raise AssertionError("scikit-learn's char_wb cut differs from _char_wb_counts")
+                # A token scikit-learn's whitespace split cuts further (a character Python's
+                # split keeps): each token on its own, as scikit-learn counts it.
+                cut = [analyse(token) for token in tokens]
+                grams, lengths = list(chain.from_iterable(cut)), np.array([len(g) for g in cut])
             found.append((grams, lengths))
         return found
 
