@@ -83,13 +83,14 @@ def test_eight_processes_logging_at_full_speed_lose_no_metric_point(tracking_ser
 RACER = """
 import sys, time
 import mlflow, pandas as pd
-from genre_exp.tracking import record
+from genre_exp.tracking import record, store
 
 uri, experiment, start, rounds = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
-mlflow.set_tracking_uri(uri)
-mlflow.set_experiment(experiment)
+# The racers create the experiment at the same moment too, as the product does (not
+# mlflow.set_experiment, which leaves the losers of that race in the Default experiment).
+experiment_id = store.connect(uri, experiment)
 frame = pd.DataFrame({"lyrics": ["la la", "oh oh"], "genre": ["Pop", "Rock"]})
-with mlflow.start_run():
+with mlflow.start_run(experiment_id=experiment_id):
     for k in range(rounds):
         dataset = mlflow.data.from_pandas(frame, source="x.csv", name=f"race-{k}", targets="genre")
         time.sleep(max(0.0, start + k - time.time()))

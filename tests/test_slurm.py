@@ -130,6 +130,12 @@ def test_a_cancelled_job_and_a_job_past_its_time_limit_fail_and_the_sweep_goes_o
                 return runs and client.get_metric_history(runs[0].info.run_id, "loss")
 
             wait_for(f"job {cancelled} logging epochs", logging_epochs)
+            # When SLURM delivers the warning depends on its own timers, so that job's end is
+            # awaited first: what is timed below is only how soon the sweep sees a cancel.
+            wait_for(
+                f"job {time_limited} stopped by its warning",
+                lambda: accounted([time_limited], timeout=0).get(time_limited) == "COMPLETED",
+            )
             subprocess.run(["scancel", cancelled], check=True)
             started = time.monotonic()
             returncode = sweep.wait(timeout=300)
