@@ -341,6 +341,10 @@ def test_cli_cfg_job_and_help():
     assert (
         "experiment: best, seed_balanced, seed_balanced_dropout, seed_unbalanced" in helped.stdout
     )
+    # Every command beside the Hydra app is pointed to.
+    from genre_exp.cli import COMMANDS
+
+    assert [c for c in COMMANDS if f"genre-exp {c} --help" not in helped.stdout] == []
 
 
 def test_help_lists_exactly_the_yaml_options():

@@ -168,7 +168,7 @@ def test_adding_a_key_to_a_schema_group_is_refused(tmp_path, override, key, mode
     result = run_cli([*mode, override, f"paths.root_dir={tmp_path}"], cwd=tmp_path)
     line = assert_one_line(result)
     plus = "++" if override.startswith("++") else "+"
-    assert key in line
+    assert f"'{plus}' would add {key} as a new setting" in line
     assert f"drop the '{plus}'" in line and "genre-exp --cfg job" in line
     assert list(tmp_path.iterdir()) == []  # nothing ran: no outputs/, no mlruns/
 

@@ -51,6 +51,8 @@ def project(tmp_path_factory):
     client = client_for(root)
     experiment = client.get_experiment_by_name("tests").experiment_id
     runs = {r.info.run_name: r for r in client.search_runs([experiment])}
+    # The run tells the user the model URI that the predictions below load.
+    assert f"model logged: runs:/{runs['a'].info.run_id}/model (models:/m-" in first.stderr
     return root, runs["a"], runs["b"]
 
 

@@ -58,7 +58,7 @@ def train(cfg: Any, job: Job) -> float:
         results = evaluate(trained, dataset, val_weights)
         log_results(results, trained, start, run_id)
         if cfg.mlflow.log_model:
-            log_model(cfg.mlflow, trained, dataset)
+            log_model(cfg.mlflow, trained, dataset, run_id)
     return results.selection
 
 
@@ -248,10 +248,12 @@ def log_results(results: Results, trained, start: resume.Start, run_id: str) -> 
     )
 
 
-def log_model(mlflow_cfg: Any, trained, dataset) -> None:
+def log_model(mlflow_cfg: Any, trained, dataset, run_id: str) -> None:
     """The raw-lyrics model, registered if ``mlflow.registered_model_name`` says so."""
     uri = record.log_model(trained.text_model(), dataset.genres, dataset.texts("test")[:2])
-    log.info("model logged: %s", uri)
+    # The run's path is the form the README and `genre-exp predict --help` teach; MLflow's
+    # own id of the logged model follows it.
+    log.info("model logged: runs:/%s/model (%s)", run_id, uri)
     if mlflow_cfg.registered_model_name:
         version = record.register_model(uri, mlflow_cfg.registered_model_name)
         log.info("model registered: models:/%s/%s", mlflow_cfg.registered_model_name, version)
