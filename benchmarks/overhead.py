@@ -10,9 +10,14 @@ process; runs are interleaved in pairs (the order alternating) after one untimed
 so a busy spell on a shared machine slows both alike. Reports each pair's time ratio, the
 median ratio, CPU times and each run's peak memory.
 
+Given two or more epoch counts (``--epochs 4 16``), the pairs are run at each, the headline
+ratio is the first count's, and a line through each side's median times splits genre-exp's
+cost into what it pays once a run (start-up, figures, the logged model) and what it pays an
+epoch (the validation macro-F1, the checkpoint, the logged metrics).
+
     python benchmarks/overhead.py --train-path DIR/train.parquet --test-path DIR/test.parquet \
         --genres "Hip-Hop,Indie,Metal,Pop,Country,Jazz,Rock,R&B,Electronic" \
-        --corpus lyrics-real --pairs 3 --epochs 4 --out benchmarks/results/overhead.json
+        --corpus lyrics-real --pairs 3 --epochs 4 16 --out benchmarks/results/overhead.json
 """
 
 from __future__ import annotations
@@ -164,7 +169,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_arguments(parser)
     parser.add_argument("--pairs", type=int, default=3, help="timed pairs (default: 3)")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per run (default: 4)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        nargs="+",
+        default=[4],
+        help="epochs per run; several counts split the cost into fixed and per-epoch parts "
+        "(default: 4)",
+    )
     parser.add_argument("--batch-size", type=int, default=100, help="(default: 100)")
     parser.add_argument("--sequence-length", type=int, default=500, help="(default: 500)")
     parser.add_argument("--vocab-size", type=int, default=20000, help="(default: 20000)")
@@ -190,12 +202,12 @@ def main() -> None:
             log = logs / f"warm-up-{what}.log"
             check(measure(command, env, log), f"warm-up of {what}", log)
         pairs = []
-        for k in range(args.pairs):
+        for k, epochs in enumerate(e for e in args.epochs for _ in range(args.pairs)):
             name = f"pair-{k}"
             runs = {
-                "bare": (bare_command(args, args.epochs), logs / f"{name}-bare.log"),
+                "bare": (bare_command(args, epochs), logs / f"{name}-bare.log"),
                 "genre_exp": (
-                    genre_exp_command(args, args.epochs, root, name),
+                    genre_exp_command(args, epochs, root, name),
                     logs / f"{name}-genre-exp.log",
                 ),
             }
@@ -214,6 +226,7 @@ def main() -> None:
                 for side, m in measured.items()
             }
             pair["order"] = order
+            pair["epochs"] = epochs
             pair["ratio"] = round(measured["genre_exp"].seconds / measured["bare"].seconds, 4)
             pair["cpu_ratio"] = round(
                 measured["genre_exp"].cpu_seconds / measured["bare"].cpu_seconds, 4
@@ -222,7 +235,7 @@ def main() -> None:
             pair["genre_exp"] |= genre_exp_result(root, name)
             pairs.append(pair)
             print(
-                f"pair {k}: bare {pair['bare']['seconds']:.1f} s, genre-exp "
+                f"pair {k} ({epochs} epochs): bare {pair['bare']['seconds']:.1f} s, genre-exp "
                 f"{pair['genre_exp']['seconds']:.1f} s, ratio {pair['ratio']:.3f}",
                 flush=True,
             )
@@ -233,13 +246,46 @@ def median_of(pairs: list[dict], side: str, key: str) -> float:
     return statistics.median(p[side][key] for p in pairs)
 
 
-def report(args: argparse.Namespace, pairs: list[dict]) -> None:
+def fixed_and_per_epoch(by_epochs: dict[int, list[dict]], side: str, key: str) -> tuple:
+    """The least-squares line through a side's median times against epochs: (seconds once a
+    run, seconds an epoch)."""
+    points = [(e, median_of(ps, side, key)) for e, ps in by_epochs.items()]
+    slope, intercept = statistics.linear_regression(*zip(*points, strict=True))
+    return intercept, slope
+
+
+def cost_split(by_epochs: dict[int, list[dict]]) -> dict | None:
+    if len(by_epochs) < 2:
+        return None
+    split = {}
+    for key in ("seconds", "cpu_seconds"):
+        bare_fixed, bare_epoch = fixed_and_per_epoch(by_epochs, "bare", key)
+        ours_fixed, ours_epoch = fixed_and_per_epoch(by_epochs, "genre_exp", key)
+        split[key] = {
+            "bare_fixed": round(bare_fixed, 2),
+            "bare_per_epoch": round(bare_epoch, 2),
+            "genre_exp_fixed": round(ours_fixed, 2),
+            "genre_exp_per_epoch": round(ours_epoch, 2),
+            "extra_fixed": round(ours_fixed - bare_fixed, 2),
+            "per_epoch_ratio": round(ours_epoch / bare_epoch, 4),
+        }
+    return split
+
+
+def report(args: argparse.Namespace, all_pairs: list[dict]) -> None:
+    by_epochs = {e: [p for p in all_pairs if p["epochs"] == e] for e in args.epochs}
+    # The headline figures are the first epoch count's, as with a single count.
+    pairs = by_epochs[args.epochs[0]]
     ratio = statistics.median(p["ratio"] for p in pairs)
     cpu_ratio = statistics.median(p["cpu_ratio"] for p in pairs)
     same_rows = all(
-        p["bare"][k] == p["genre_exp"][k] for p in pairs for k in ("train_rows", "val_rows")
+        p["bare"][k] == p["genre_exp"][k] for p in all_pairs for k in ("train_rows", "val_rows")
     )
-    print(f"\n{len(pairs)} pairs; {os.cpu_count()} CPU cores; load average {os.getloadavg()}\n")
+    split = cost_split(by_epochs)
+    print(
+        f"\n{len(pairs)} pairs at {args.epochs[0]} epochs; {os.cpu_count()} CPU cores; "
+        f"load average {os.getloadavg()}\n"
+    )
     print("| run | wall time (median) | CPU time (median) | peak memory (median) | test macro-F1 |")
     print("|---|---|---|---|---|")
     for side, label in (("bare", "bare Keras script"), ("genre_exp", "python -m genre_exp")):
@@ -255,6 +301,18 @@ def report(args: argparse.Namespace, pairs: list[dict]) -> None:
         f"{TARGET_RATIO}); CPU-time ratio {cpu_ratio:.3f}; same training and validation rows: "
         f"{same_rows}"
     )
+    for e in args.epochs[1:]:
+        each = ", ".join(f"{p['ratio']:.3f}" for p in by_epochs[e])
+        median = statistics.median(p["ratio"] for p in by_epochs[e])
+        print(f"at {e} epochs: median {median:.3f} (pairs: {each})")
+    if split:
+        wall, cpu = split["seconds"], split["cpu_seconds"]
+        print(
+            f"genre-exp's extra cost: {wall['extra_fixed']:.1f} s once a run "
+            f"({cpu['extra_fixed']:.1f} s CPU), then {wall['per_epoch_ratio']:.3f} of the bare "
+            f"script's time an epoch ({wall['genre_exp_per_epoch']:.1f} s vs "
+            f"{wall['bare_per_epoch']:.1f} s; CPU {cpu['per_epoch_ratio']:.3f})"
+        )
     write_json(
         args.out,
         {
@@ -266,7 +324,12 @@ def report(args: argparse.Namespace, pairs: list[dict]) -> None:
             "bare_max_rss_mb": median_of(pairs, "bare", "max_rss_mb"),
             "genre_exp_max_rss_mb": median_of(pairs, "genre_exp", "max_rss_mb"),
             "same_rows": same_rows,
-            "pairs": pairs,
+            "ratio_by_epochs": {
+                str(e): round(statistics.median(p["ratio"] for p in ps), 4)
+                for e, ps in by_epochs.items()
+            },
+            "cost_split": split,
+            "pairs": all_pairs,
             "corpus": args.corpus,
             "train_path": args.train_path,
             "test_path": args.test_path,
@@ -274,7 +337,8 @@ def report(args: argparse.Namespace, pairs: list[dict]) -> None:
             "settings": {
                 "model": "lstm",
                 "data": "balanced",
-                "epochs": args.epochs,
+                "epochs": args.epochs[0],
+                "epoch_counts": args.epochs,
                 "batch_size": args.batch_size,
                 "sequence_length": args.sequence_length,
                 "vocab_size": args.vocab_size,

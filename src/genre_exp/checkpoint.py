@@ -60,6 +60,13 @@ def load_classifier(saved: Checkpoint):
     return keras.models.load_model(saved.model_path)
 
 
+def release(where: Path) -> None:
+    """Delete the model file and state of a run that FINISHED: nothing can resume it, and a
+    sweep's jobs would otherwise leave tens of MB each behind. The vocabulary stays."""
+    for path in [where / STATE, *where.glob("epoch-*.keras"), *where.glob(".tmp-epoch-*")]:
+        path.unlink(missing_ok=True)
+
+
 def callback(where: Path):
     """Keras callback writing ``epoch-<n>.keras`` and then ``state.json`` after every epoch,
     keeping only the newest model file."""

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from genre_exp import fitting, resume
+from genre_exp import checkpoint, fitting, resume
 from genre_exp.models import family_of
 from genre_exp.selection import EPOCH_METRIC, SELECTION_METRIC
 from genre_exp.tracking import record, runs, store
@@ -59,6 +59,7 @@ def train(cfg: Any, job: Job) -> float:
         log_results(results, trained, start, run_id)
         if cfg.mlflow.log_model:
             log_model(cfg.mlflow, trained, dataset, run_id)
+    checkpoint.release(start.checkpoint_dir)
     return results.selection
 
 
