@@ -197,7 +197,7 @@ def write_bad_inputs(root: Path) -> None:
         ("train.txt", "train.txt: unknown file type '.txt'"),
         ("no_lyrics.csv", "no_lyrics.csv: missing column 'lyrics'"),
         ("latin1.csv", "latin1.csv: not valid UTF-8 text"),
-        ("unknown_genre.csv", "genres outside data.genres: 'Opera' (1 rows)"),
+        ("unknown_genre.csv", "genres outside data.genres: 'Opera' (1 row)"),
     ],
 )
 def test_bad_input_ends_with_one_line_and_earlier_runs_untouched(trained, train_file, expected):

@@ -323,7 +323,7 @@ def test_seed_repeats_are_one_row_with_mean_and_std(tmp_path):
     assert markdown["f1 Rock"].astype(float).tolist() == [0.70, 0.67, 0.44]
     assert "0.3500 ± 0.0200" in result.stdout
     assert "3 configurations from 8 FINISHED runs" in result.stdout
-    assert "1 runs not FINISHED left out" in result.stdout
+    assert "1 run not FINISHED left out" in result.stdout
     assert_figure_drawn(out / "per_genre_f1_grouped.png", hues=3)
 
 
@@ -414,6 +414,37 @@ def test_one_run_per_configuration_says_there_is_no_std(tmp_path, capsys):
     assert "each configuration has one run, so no std" in stdout
 
 
+def test_one_run_each_because_data_seed_follows_the_seed_points_to_seed_params(tmp_path, capsys):
+    """The README's protocol sets ``data.seed=${training.seed}``: counted as a setting, every
+    seed is its own configuration; the hint names the option that counts it as a seed."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("follow", artifact_location=(tmp_path / "a").as_uri())
+    for seed in ("1", "2", "3"):
+        run_id = client.create_run(experiment).info.run_id
+        for key, value in {"model.name": "pool", "training.seed": seed, "data.seed": seed}.items():
+            client.log_param(run_id, key, value)
+        client.log_metric(run_id, "test_macro_f1", 0.3 + int(seed) / 100)
+        client.set_terminated(run_id)
+    args = ["--experiment", "follow", "--tracking-uri", uri, "--out", str(tmp_path / "o")]
+
+    code, stdout, err = compare_here(capsys, *args, "--group-by")
+    assert code == 0, err
+    assert "3 configurations from 3 FINISHED runs" in stdout
+    assert (
+        "each configuration has one run, so no std: data.seed also differ; if they repeat a "
+        "configuration, add them: --seed-params training.seed,data.seed" in stdout
+    )
+    code, stdout, err = compare_here(
+        capsys, *args, "--group-by", "--seed-params", "training.seed,data.seed"
+    )
+    assert code == 0, err
+    assert "1 configuration from 3 FINISHED runs" in stdout
+    assert "no std" not in stdout
+
+
 def test_grouped_figure_has_error_bars_of_the_stds(tmp_path):
     import matplotlib.pyplot as plt
 
@@ -463,3 +494,18 @@ def test_grouping_errors_are_one_line(tmp_path, capsys, args, message):
     assert code == 1
     assert err.count("\n") == 1 and message in err, err
     assert not out.exists()
+
+
+def test_the_model_configs_copy_of_the_genres_is_no_setting():
+    """A sweep's pruned runs have no logged model, so no ``genres`` param (MLflow's copy of the
+    model's config); it must not look like a setting that differs between configurations."""
+    from genre_exp.comparison import differing_params
+
+    runs = pd.DataFrame(
+        {
+            "params.model.name": ["pool", "cnn", "pool"],
+            "params.data.genres": ["['Rock', 'Pop']"] * 3,
+            "params.genres": ["['Rock', 'Pop']", None, "['Rock', 'Pop']"],
+        }
+    )
+    assert differing_params(runs) == ["params.model.name"]

@@ -160,7 +160,7 @@ def test_unknown_genre_is_an_error_naming_the_value(kaggle_csv, tmp_path):
     with pytest.raises(DataError) as error:
         load_dataset(tmp_path / "bad.csv", kaggle_csv[1], KAGGLE_GENRES)
     message = str(error.value)
-    assert "bad.csv" in message and "'genre'" in message and "'en' (1 rows)" in message
+    assert "bad.csv" in message and "'genre'" in message and "'en' (1 row)" in message
     assert "\n" not in message
 
 

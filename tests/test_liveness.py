@@ -34,7 +34,8 @@ def runs_of(root: Path, experiment: str = "tests") -> dict:
 
 
 def checkpoints(root: Path) -> int:
-    """How many jobs under ``root`` have finished an epoch (logged it, then checkpointed it)."""
+    """How many jobs under ``root`` hold a checkpoint: they finished an epoch (logged it, then
+    checkpointed it), and have not FINISHED since (that deletes it)."""
     return len(list((root / "outputs").rglob("checkpoint/state.json")))
 
 
@@ -216,10 +217,17 @@ def test_killed_training_is_reaped_by_the_next_run_and_still_resumes(tmp_path, k
 @pytest.mark.slow
 def test_sweep_whose_launcher_was_killed_is_reaped_with_its_job(tmp_path, kaggle_csv):
     overrides = [*tiny_overrides(tmp_path, *kaggle_csv), "mlflow.log_model=false"]
+
     # The first job finishes; the second trains until the launcher is killed.
+    def second_job_checkpointed() -> bool:
+        # The jobs run one after the other, each writing its vocabulary first; the first
+        # job's model checkpoint is deleted once it FINISHED, so one left is the second's.
+        vocabularies = list((tmp_path / "outputs").rglob("checkpoint/vocabulary.json"))
+        return len(vocabularies) >= 2 and checkpoints(tmp_path) >= 1
+
     killed = interrupt_when(
         ["-m", *overrides, *FOREVER[1:], "training.epochs=1,100000"],
-        lambda: checkpoints(tmp_path) >= 2,
+        second_job_checkpointed,
         signal.SIGKILL,
     )
     assert killed.returncode == -signal.SIGKILL

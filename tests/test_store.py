@@ -226,7 +226,8 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize(
-    "case", ["no_data", "missing_file", "bad_column", "unknown_genre", "server"]
+    "case",
+    ["no_data", "train_only", "missing_file", "bad_column", "unknown_genre", "genres", "server"],
 )
 def test_run_that_cannot_start_leaves_nothing(tmp_path, case):
     from conftest import write_kaggle_csv
@@ -239,19 +240,26 @@ def test_run_that_cannot_start_leaves_nothing(tmp_path, case):
     opera = pd.read_csv(train)
     opera.loc[0, "Genre"] = "Opera"
     opera.to_csv(data / "opera.csv", index=False)
+    # Five genres the schema's list lacks: the line names three and counts the rest.
+    opera.loc[1:4, "Genre"] = ["Blues", "Soul", "Funk", "Gospel"]
+    opera.to_csv(data / "five.csv", index=False)
     files = [f"data.train_path={train}", f"data.test_path={test}"]
     overrides = {
         "no_data": [],
+        "train_only": [f"data.train_path={train}"],
         "missing_file": [f"data.train_path={data / 'absent.csv'}", f"data.test_path={test}"],
         "bad_column": [*files, "data.columns.text=words"],
         "unknown_genre": [f"data.train_path={data / 'opera.csv'}", f"data.test_path={test}"],
+        "genres": [f"data.train_path={data / 'five.csv'}", f"data.test_path={test}"],
         "server": [*files, f"mlflow.tracking_uri=http://127.0.0.1:{free_port()}"],
     }[case]
     expected = {
         "no_data": "no data: no train/test .parquet or .csv in $GENRE_EXP_DATA (unset)",
         "missing_file": "absent.csv: file not found",
         "bad_column": "missing column 'words' (data.columns.text)",
+        "train_only": "no data (data.test_path unset): no train/test .parquet or .csv in",
         "unknown_genre": "genres outside data.genres: 'Opera'",
+        "genres": "(1 row) and 2 more; add them to data.genres",
         "server": "tracking server unreachable",
     }[case]
     result = run_first(root, *overrides)

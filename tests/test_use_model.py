@@ -145,6 +145,7 @@ def test_promote_aliases_the_best_run_registering_it_if_needed(project):
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert champion.run_id == best.info.run_id
     assert f"models:/{MODEL}@champion -> version {champion.version} " in result.stdout
+    assert "validated on different rows" not in result.stderr  # one data config: comparable
 
     # Only the sweep's job counts with --sweep; its model gets registered on the way.
     swept = promote(root, "--experiment", "tests", "--sweep", SWEEP, "--name", MODEL)
@@ -161,6 +162,20 @@ def test_promote_aliases_the_best_run_registering_it_if_needed(project):
     assert by_loss.returncode == 0, by_loss.stderr[-3000:]
     lowest = min([a, b], key=lambda r: r.data.metrics["loss"])
     assert client.get_model_version_by_alias("tests", "champion").run_id == lowest.info.run_id
+
+    # A job of the sweep validated on another split: its score does not compare, and promote
+    # says so while still choosing (here run b, the better one).
+    other = client.create_run(a.info.experiment_id, tags={"sweep_id": SWEEP})
+    for key, value in {**b.data.params, "data.seed": "7", "data.val_split": "by_artist"}.items():
+        client.log_param(other.info.run_id, key, value)
+    client.log_metric(other.info.run_id, "final_val_macro_f1", 0.0)
+    client.set_terminated(other.info.run_id, "FINISHED")
+    mixed = promote(root, "--experiment", "tests", "--sweep", SWEEP, "--name", MODEL)
+    assert mixed.returncode == 0, mixed.stderr[-3000:]
+    assert client.get_model_version_by_alias(MODEL, "champion").run_id == b.info.run_id
+    (note,) = [line for line in mixed.stderr.splitlines() if "note:" in line]
+    assert "validated on different rows or weights (data.val_split: by_artist, stratified; " in note
+    assert "data.seed: 42, 7), so their final_val_macro_f1 do not compare" in note
 
 
 def test_promote_errors_are_one_line(project):

@@ -46,9 +46,9 @@ def refused(overrides: list[str], commands: Iterable[str]) -> str | None:
             if key and "." in key and key.split(".")[0] in SCHEMA_GROUPS:
                 plus = "++" if text.startswith("++") else "+"
                 return (
-                    f"{text}: '{plus}' would add {key} as a new setting, but the schema fixes "
-                    f"the {key.split('.')[0]} settings; drop the '{plus}' to set an existing "
-                    "one (genre-exp --cfg job shows them)"
+                    f"{text}: '{plus}' adds a setting, but the schema fixes the "
+                    f"{key.split('.')[0]} settings; drop the '{plus}' to set {key} "
+                    "(genre-exp --cfg job shows the settings there are)"
                 )
     return None
 

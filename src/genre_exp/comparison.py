@@ -26,13 +26,18 @@ SEED_PARAMS = ("training.seed",)
 WITHIN = "within 1 std of best"
 # Params that differ between runs of one sweep without saying anything about the model.
 NOISE_PARAMS = ("paths.", "mlflow.run_name", "optimizer_")
+# MLflow copies a logged model's model_config into its run's params: ``genres`` is
+# data.genres again, and a run without a model (pruned, mlflow.log_model=false) lacks it.
+MODEL_CONFIG_PARAMS = ("genres",)
 
 
 def differing_params(runs: pd.DataFrame) -> list[str]:
     columns = [
         c
         for c in runs.columns
-        if c.startswith("params.") and not c.removeprefix("params.").startswith(NOISE_PARAMS)
+        if c.startswith("params.")
+        and not c.removeprefix("params.").startswith(NOISE_PARAMS)
+        and c.removeprefix("params.") not in MODEL_CONFIG_PARAMS
     ]
     # Sorted: MLflow's search builds its param columns from a set, in no fixed order.
     return sorted(c for c in columns if runs[c].fillna("∅").nunique() > 1)

@@ -9,12 +9,15 @@ pipe on fd 2 and a thread copies every byte to the real stderr except whole line
 shapes. Child processes (a sweep's workers) inherit the pipe. FATAL lines always pass.
 
 A user who sets ``TF_CPP_MIN_LOG_LEVEL`` to 0 or 1 gets no filter, so sees every such line.
+
+Besides, one false alarm of TensorFlow's Python logger is dropped (``hide_first_trace_warnings``).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import re
 import select
@@ -162,3 +165,20 @@ def _write(fd: int, data: bytes) -> None:
         except OSError:
             return  # stderr itself is gone (a closed pipe): keep draining, drop the output
         view = view[written:]
+
+
+class _FirstTraceOfEachModel(logging.Filter):
+    """TensorFlow counts retracing per code object, and every Keras model's predict function
+    is a new closure of the same code: a sweep's jobs in one process (Optuna trials, the basic
+    launcher) each trace their own models once, which TensorFlow reports as excessive
+    retracing of one function, with advice that has nothing for the user to change."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def hide_first_trace_warnings() -> None:
+    """Drop that false alarm from TensorFlow's Python logger (once per process)."""
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _FirstTraceOfEachModel) for f in logger.filters):
+        logger.addFilter(_FirstTraceOfEachModel())

@@ -40,9 +40,10 @@ def fit_keras(cfg: Any, start: resume.Start, dataset, val_weights, stop) -> Trai
     """Vectorise, build (or restore) and fit from the start's epoch on."""
     from omegaconf import OmegaConf
 
-    from genre_exp import checkpoint, train
+    from genre_exp import checkpoint, console, train
     from genre_exp.models import Inputs, export_model
 
+    console.hide_first_trace_warnings()
     # A family whose schema has `ngrams` (e.g. fasttext) reads word n-grams besides words.
     ngrams = OmegaConf.select(cfg.model, "ngrams", default=1)
     vectorizer, splits = vectorised(cfg, start, dataset, ngrams)

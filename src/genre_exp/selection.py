@@ -21,3 +21,23 @@ def lower_is_better(metric: str) -> bool:
 def mode(metric: str) -> str:
     """Keras' ``mode`` for a callback monitoring ``metric``."""
     return "min" if lower_is_better(metric) else "max"
+
+
+# The settings that decide which rows a validation score is measured on, and how they count:
+# runs that differ in one of them have validation scores that do not compare.
+VALIDATION_PARAMS = (
+    "data.train_path",
+    "data.genres",
+    "data.languages",
+    "data.balance",
+    "data.unknown_genres",
+    "data.max_train_rows",
+    "data.val_fraction",
+    "data.val_split",
+    "data.val_weights",
+    "data.seed",
+)
+
+
+def is_validation_metric(metric: str) -> bool:
+    return metric.startswith(("val_", "final_val_"))

@@ -27,3 +27,8 @@ def one_line_errors(prog: str) -> Iterator[None]:
     except GenreExpError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 run``, ``2 runs``: the count and its noun, the noun's last word pluralised."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from genre_exp.commands import add_tracking_uri, one_line_errors
+from genre_exp.commands import add_tracking_uri, one_line_errors, plural
 from genre_exp.comparison import (
     SEED_PARAMS,
     Groups,
@@ -89,24 +89,48 @@ def run(args: argparse.Namespace, root: Path) -> None:
     markdown, written = write_runs(table, out, args.top)
     if groups is None:
         print(markdown)
-        print(f"\n{len(table)} runs of {args.experiment!r}, by {args.metric}; written: ", end="")
+        print(
+            f"\n{plural(len(table), 'run')} of {args.experiment!r}, by {args.metric}; written: ",
+            end="",
+        )
     else:
         markdown, more = write_groups(groups, out, args.top)
         written += more
         print(markdown)
         print(
-            f"\n{len(groups.table)} configurations from {groups.table['runs'].sum()} FINISHED "
-            f"runs of {args.experiment!r}, by the mean of {args.metric}; seeds: "
+            f"\n{plural(len(groups.table), 'configuration')} from "
+            f"{plural(groups.table['runs'].sum(), 'FINISHED run')} "
+            f"of {args.experiment!r}, by the mean of {args.metric}; seeds: "
             + ", ".join(groups.seeds)
         )
         if groups.left_out:
-            print(f"{groups.left_out} runs not FINISHED left out")
+            print(f"{plural(groups.left_out, 'run')} not FINISHED left out")
         if groups.varying_within:
             print(f"note: {', '.join(groups.varying_within)} also differ inside a configuration")
         if groups.table["runs"].max() == 1:
-            print("each configuration has one run, so no std: repeat, e.g. -m training.seed=1,2,3")
+            print(one_run_hint(runs, groups.seeds))
         print("written: ", end="")
     print(", ".join(map(str, written)))
+
+
+def one_run_hint(runs: pd.DataFrame, seeds: list[str]) -> str:
+    """Why no configuration has a std: often a second seed (``data.seed=${training.seed}``)
+    that is not counted as one."""
+    other_seeds = [
+        c.removeprefix("params.")
+        for c in runs.columns
+        if c.startswith("params.")
+        and c.endswith(".seed")
+        and c.removeprefix("params.") not in seeds
+        and runs[c].nunique() > 1
+    ]
+    if other_seeds:
+        return (
+            f"each configuration has one run, so no std: {', '.join(other_seeds)} also differ; "
+            f"if they repeat a configuration, add them: --seed-params "
+            + ",".join([*seeds, *other_seeds])
+        )
+    return "each configuration has one run, so no std: repeat, e.g. -m training.seed=1,2,3"
 
 
 def write_runs(table: pd.DataFrame, out: Path, top: int) -> tuple[str, list[Path]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from genre_exp.commands import add_tracking_uri, one_line_errors
+from genre_exp.commands import add_tracking_uri, one_line_errors, plural
 from genre_exp.config import tracking_uri
 from genre_exp.data.layout import TEXT_COLUMN
 from genre_exp.errors import DataError
@@ -184,4 +184,4 @@ def main(argv: list[str] | None = None) -> None:
     with one_line_errors("genre-exp predict"):
         result = run(args)
     if args.output is not None:
-        print(f"{len(result)} predictions written to {args.output}", file=sys.stderr)
+        print(f"{plural(len(result), 'prediction')} written to {args.output}", file=sys.stderr)

@@ -4,6 +4,7 @@ run's model becomes ``models:/<name>@champion``."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from genre_exp.commands import add_tracking_uri, one_line_errors
 from genre_exp.config import tracking_uri
@@ -37,6 +38,17 @@ def main(argv: list[str] | None = None) -> None:
     with one_line_errors("genre-exp promote"):
         promoted = promote(
             tracking_uri(args.tracking_uri), args.experiment, args.metric, args.name, args.sweep
+        )
+    if promoted.validated_differently:
+        differ = "; ".join(
+            f"{param}: {', '.join(values)}"
+            for param, values in promoted.validated_differently.items()
+        )
+        print(
+            f"genre-exp promote: note: the runs chosen from were validated on different rows "
+            f"or weights ({differ}), so their {promoted.metric} do not compare; narrow them "
+            "with --sweep, or see genre-exp compare --group-by",
+            file=sys.stderr,
         )
     how = "registered and promoted" if promoted.registered_now else "promoted"
     print(

@@ -118,6 +118,12 @@ def resolve_paths(
     ``how_to_point`` is the caller's way of naming files, for the error when none are found."""
     if train_path and test_path:
         return Path(train_path), Path(test_path), "data.train_path/data.test_path"
+    # One of the pair alone is taken with the other split's file from the folder below.
+    given = (
+        ""
+        if not (train_path or test_path)
+        else (" (data.test_path unset)" if train_path else " (data.train_path unset)")
+    )
     looked = []
     for label, folder in folders:
         if folder is None:
@@ -137,7 +143,7 @@ def resolve_paths(
             )
         looked.append(f"{label} ({folder})")
     raise DataError(
-        "no data: no train/test .parquet or .csv in "
+        f"no data{given}: no train/test .parquet or .csv in "
         + ", ".join(looked)
         + "; run `genre-exp data download && genre-exp data prepare --raw data/raw`, "
         + f"or {how_to_point}"

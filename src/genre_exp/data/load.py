@@ -125,7 +125,11 @@ def load_split(
         bad = labels[~known]
         counts = bad.fillna("<empty>").value_counts()
         if unknown_genres == "error":
-            examples = ", ".join(f"{g!r} ({n} rows)" for g, n in counts.head(3).items())
+            examples = ", ".join(
+                f"{g!r} ({n} row{'' if n == 1 else 's'})" for g, n in counts.head(3).items()
+            )
+            if len(counts) > 3:
+                examples += f" and {len(counts) - 3} more"
             raise DataError(
                 f"{path}: column {columns.label!r} has genres outside data.genres: {examples}; "
                 "add them to data.genres or set data.unknown_genres=drop"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from genre_exp.errors import TrackingError, first_line
-from genre_exp.selection import lower_is_better
+from genre_exp.selection import VALIDATION_PARAMS, is_validation_metric, lower_is_better
 from genre_exp.tracking.record import register_model
 from genre_exp.tracking.store import require_store
 from genre_exp.tracking.tags import PARENT_TAG, SWEEP_TAG
@@ -76,6 +76,8 @@ class Promotion:
     metric: str
     value: float
     registered_now: bool
+    # Validation settings that differ between the runs it was chosen from: param -> values.
+    validated_differently: dict[str, list[str]]
 
 
 def best_by(metric: str) -> Callable:
@@ -141,7 +143,18 @@ def promote(
         metric=metric,
         value=best.data.metrics[metric],
         registered_now=registered_now,
+        validated_differently=validated_differently(runs) if is_validation_metric(metric) else {},
     )
+
+
+def validated_differently(runs: list) -> dict[str, list[str]]:
+    """The validation settings whose values differ between ``runs`` (unset: "null")."""
+    differ = {}
+    for param in VALIDATION_PARAMS:
+        values = sorted({r.data.params.get(param, "null") for r in runs})
+        if len(values) > 1:
+            differ[param] = values
+    return differ
 
 
 def search_runs(
