@@ -89,7 +89,7 @@ def bare_keras(args: argparse.Namespace) -> None:
         ids(fit),
         codes(fit),
         validation_data=(ids(val), codes(val)),
-        epochs=args.epochs,
+        epochs=args.epochs[0],  # the bare side is given one count
         batch_size=args.batch_size,
         verbose=2,
     )
