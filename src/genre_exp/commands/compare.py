@@ -18,6 +18,7 @@ from genre_exp.comparison import (
     SEED_PARAMS,
     Groups,
     comparison_table,
+    differing_params,
     grouped_markdown,
     grouped_table,
     param_names,
@@ -117,12 +118,9 @@ def one_run_hint(runs: pd.DataFrame, seeds: list[str]) -> str:
     """Why no configuration has a std: often a second seed (``data.seed=${training.seed}``)
     that is not counted as one."""
     other_seeds = [
-        c.removeprefix("params.")
-        for c in runs.columns
-        if c.startswith("params.")
-        and c.endswith(".seed")
-        and c.removeprefix("params.") not in seeds
-        and runs[c].nunique() > 1
+        name
+        for name in (c.removeprefix("params.") for c in differing_params(runs))
+        if name.endswith(".seed") and name not in seeds
     ]
     if other_seeds:
         return (
